@@ -1,0 +1,249 @@
+"""Records for a task split, from a ``<dir>/<split>.jsonl`` (or .csv/.tsv), one file, or a
+Hugging Face dataset (``hf:<dataset>[:<config>]``, needs the ``datasets`` extra).
+
+Lookup order: ``--data``, then ``$ADAPTLAB_DATA_DIR/<task>/<split>.*``, then the task's own
+source (the package's demo data or its Hugging Face dataset). Schemas are those of the shared
+benchmark data (see ``tasks.SCHEMAS``); every bad record raises ``DataError(path, line, why)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+from adaptlab.errors import DataError
+from adaptlab.tasks import DATA_DIR, LETTERS, SCHEMAS, Task, parse_split
+
+SUFFIXES = (".jsonl", ".csv", ".tsv")
+
+
+# --------------------------------------------------------------------------- raw readers
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    if not raw.strip():
+        raise DataError(path, None, "file is empty")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(path, line, f"not UTF-8 text (byte 0x{raw[e.start]:02x}); re-save the file as UTF-8") from None
+
+
+def read_file(path: str | Path) -> list[tuple[int, dict]]:
+    """``[(line_number, record), ...]`` from a .jsonl, .csv or .tsv file."""
+    path = Path(path)
+    if path.suffix not in SUFFIXES:
+        raise DataError(path, None, f"unsupported file type {path.suffix or '(none)'}; use .jsonl, .csv or .tsv")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, None, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(path, None, "is a folder, expected a file") from None
+    except OSError as e:
+        raise DataError(path, None, f"cannot read: {e.strerror}") from None
+    text = _decode(path, raw)
+    if path.suffix == ".jsonl":
+        rows = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(path, i, f"bad JSON: {e.msg} (column {e.colno})") from None
+            if not isinstance(rec, dict):
+                raise DataError(path, i, f"expected a JSON object, got {type(rec).__name__}")
+            rows.append((i, rec))
+        return rows
+    delim = "\t" if path.suffix == ".tsv" else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(path, None, "file is empty") from None
+    header = [h.strip() for h in header]
+    seen = set()
+    for h in header:
+        if not h:
+            raise DataError(path, 1, "empty column name in header")
+        if h in seen:
+            raise DataError(path, 1, f"duplicate column {h!r} in header")
+        seen.add(h)
+    rows = []
+    try:
+        for fields in reader:
+            if not any(f.strip() for f in fields):
+                continue
+            if len(fields) != len(header):
+                raise DataError(path, reader.line_num, f"{len(fields)} fields, header has {len(header)}")
+            rows.append((reader.line_num, dict(zip(header, fields))))
+    except csv.Error as e:
+        raise DataError(path, reader.line_num, f"bad {path.suffix[1:].upper()}: {e}") from None
+    return rows
+
+
+# --------------------------------------------------------------------------- schema checks
+
+
+def _text(rec: dict, key: str, path, line) -> str:
+    if key not in rec:
+        raise DataError(path, line, f"missing field {key!r}")
+    v = rec[key]
+    if not isinstance(v, str):
+        raise DataError(path, line, f"field {key!r}: expected text, got {type(v).__name__}")
+    if not v.strip():
+        raise DataError(path, line, f"field {key!r} is empty")
+    return v
+
+
+def normalize(task: Task, rec: dict, path, line) -> dict:
+    """Check one record against the task's schema; return it with the schema's fields typed
+    (and ``gold_index`` for multiple choice). Extra keys are kept."""
+    out = dict(rec)
+    if task.schema in ("classification", "pair_classification"):
+        for key in SCHEMAS[task.schema][:-1]:
+            out[key] = _text(rec, key, path, line)
+        if "label" not in rec:
+            raise DataError(path, line, "missing field 'label'")
+        label = rec["label"]
+        if not isinstance(label, str):
+            raise DataError(path, line, f"field 'label': expected a label name, got {type(label).__name__} {label!r}")
+        if label not in task.labels:
+            raise DataError(path, line, f"label {label!r} is not one of the task's labels ({', '.join(task.labels)})")
+    elif task.schema == "qa":
+        out["question"] = _text(rec, "question", path, line)
+        if "answer" not in rec:
+            raise DataError(path, line, "missing field 'answer'")
+        ans = rec["answer"]
+        if isinstance(ans, bool) or not isinstance(ans, (str, int, float)):
+            raise DataError(path, line, f"field 'answer': expected text or a number, got {type(ans).__name__}")
+        out["answer"] = str(ans)
+        if "rationale" in rec and not isinstance(rec["rationale"], str):
+            raise DataError(path, line, "field 'rationale': expected text")
+    else:  # multiple_choice
+        out["question"] = _text(rec, "question", path, line)
+        choices = rec.get("choices")
+        if choices is None:
+            raise DataError(path, line, "missing field 'choices'")
+        if isinstance(choices, str):  # CSV: "a|b|c"
+            choices = [c.strip() for c in choices.split("|")]
+        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
+            raise DataError(path, line, "field 'choices': expected a list of at least two non-empty texts")
+        if len(choices) > len(LETTERS):
+            raise DataError(path, line, f"field 'choices': at most {len(LETTERS)} choices")
+        out["choices"] = choices
+        letter = rec.get("answer_letter")
+        if letter is not None:
+            letters = rec.get("choice_letters") or list(LETTERS[: len(choices)])
+            if letter not in letters:
+                raise DataError(path, line, f"answer_letter {letter!r} is not one of {letters}")
+            out["gold_index"] = list(letters).index(letter)
+        else:
+            ans = rec.get("answer")
+            if ans is None:
+                raise DataError(path, line, "missing field 'answer'")
+            if ans not in choices:
+                raise DataError(path, line, f"answer {ans!r} is not one of the choices")
+            out["gold_index"] = choices.index(ans)
+    return out
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _find_in_dir(folder: Path, split: str) -> Path | None:
+    for suf in SUFFIXES:
+        f = folder / f"{split}{suf}"
+        if f.exists():
+            return f
+    return None
+
+
+def _hf_rows(task: Task, dataset: str, config: str | None, split: str) -> tuple[str, list[tuple[int, dict]]]:
+    try:
+        import datasets  # optional extra
+    except ImportError:
+        raise DataError(f"hf:{dataset}", None, "Hugging Face datasets need: pip install 'adaptlab[hf]'") from None
+    where = f"hf:{dataset}" + (f":{config}" if config else "") + f" split {split}"
+    try:
+        ds = datasets.load_dataset(dataset, config, split=split)
+    except Exception as e:  # network, unknown dataset, unknown split...
+        raise DataError(where, None, f"cannot load ({type(e).__name__}: {str(e)[:160]})") from None
+    fields = dict(task.source.get("fields") or {})
+    names = task.source.get("label_names")
+    feat = ds.features.get(fields.get("label", "label")) if hasattr(ds, "features") else None
+    if names is None and feat is not None and hasattr(feat, "names"):
+        names = feat.names
+    rows = []
+    for i, rec in enumerate(ds, 1):
+        r = {ours: rec[theirs] for ours, theirs in fields.items() if theirs in rec}
+        for k, v in rec.items():
+            r.setdefault(k, v)
+        if "label" in r and isinstance(r["label"], int) and names:
+            r["label"] = names[r["label"]] if 0 <= r["label"] < len(names) else r["label"]
+        rows.append((i, r))
+    return where, rows
+
+
+def locate(task: Task, split: str, data: str | None = None) -> tuple[str, Any]:
+    """Where a split comes from: ``("file", Path)`` or ``("hf", (dataset, config, split))``."""
+    if data:
+        if data.startswith("hf:"):
+            parts = data[3:].split(":")
+            return "hf", (parts[0], parts[1] if len(parts) > 1 and parts[1] else None, split)
+        p = Path(data).expanduser()
+        if p.is_dir():
+            f = _find_in_dir(p, split)
+            if f is None:
+                raise DataError(p, None, f"no {split}.jsonl/.csv/.tsv in this folder")
+            return "file", f
+        if not p.exists():
+            raise DataError(p, None, "file not found")
+        return "file", p
+    env = os.environ.get("ADAPTLAB_DATA_DIR")
+    if env:
+        f = _find_in_dir(Path(env).expanduser() / task.name, split)
+        if f is not None:
+            return "file", f
+    src = task.source
+    if "package" in src:
+        f = _find_in_dir(DATA_DIR / src["package"], split)
+        if f is not None:
+            return "file", f
+    if "hf" in src:
+        hf_split = (src.get("hf_splits") or {}).get(split, split)
+        return "hf", (src["hf"], src.get("config"), hf_split)
+    hint = f" (looked in $ADAPTLAB_DATA_DIR={env}/{task.name}/)" if env else " (ADAPTLAB_DATA_DIR is not set)"
+    raise DataError(task.name, None, f"no data for split {split!r}: give --data or set ADAPTLAB_DATA_DIR{hint}")
+
+
+def load_split(task: Task, split: str, data: str | None = None, limit: int | None = None) -> list[dict]:
+    """Validated records of ``split`` (a role like ``test``/``train``/``dev`` mapped through the
+    task's ``splits``, or a split spec such as ``validation`` or ``all[:2000]``)."""
+    name, sl = parse_split(task.split_spec(split))
+    kind, where = locate(task, name, data)
+    if kind == "hf":
+        path, rows = _hf_rows(task, *where)
+    else:
+        path, rows = where, read_file(where)
+        if not rows:
+            raise DataError(path, None, "file has no records")
+        if data and Path(data).expanduser().is_file():
+            sl = None  # an explicit file is taken whole
+    records = [normalize(task, rec, path, line) for line, rec in rows]
+    if sl is not None:
+        if task.shuffle_seed is not None:
+            random.Random(task.shuffle_seed).shuffle(records)
+        records = records[sl]
+    if limit is not None:
+        records = records[:limit]
+    if not records:
+        raise DataError(path, None, f"split {split!r} has no records")
+    return records

@@ -1,0 +1,338 @@
+"""Local engine over a Hugging Face causal LM: batched option scoring and sampling that reuse
+the KV cache of whatever the batch shares.
+
+Layout of every batch (scoring and generation alike)::
+
+    [ shared prefix P (cached once) ][ pad ... pad | row tokens ]      # pads sit after the prefix
+    position_ids = P + cumsum(mask) - 1,  attention_mask = [1]*P + row mask
+
+Rows are left-padded so that the tokens whose next-token log-probabilities we need sit at the
+end of every row: scoring asks the model for only those logits (``logits_to_keep``) instead of
+[B, L, V]. The shared prefix is the longest common token prefix of the batch's contexts (the
+demonstrations of few-shot prompting), computed once and cached across calls. ``generate``
+prefills each prompt once, then decodes its ``n`` samples as one batch from the copied cache
+(``batch_repeat_interleave``), dropping rows as they finish (EOS or a stop string).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+from adaptlab.engine import Cost, OptionScore
+from adaptlab.errors import ModelError
+
+MIN_PREFIX = 8  # shorter shared prefixes are not worth a cache
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    if not seqs:
+        return 0
+    n = min(len(s) for s in seqs)
+    first = seqs[0]
+    for i in range(n):
+        t = first[i]
+        if any(s[i] != t for s in seqs):
+            return i
+    return n
+
+
+class LocalLM:
+    def __init__(self, backbone, model=None, batch_size: int = 16, max_length: int | None = None,
+                 truncate: str = "left", progress=None):
+        self.backbone = backbone
+        self.model = model if model is not None else backbone.model
+        self.tok = backbone.tokenizer
+        self.batch_size = batch_size
+        cfg_max = getattr(self.model.config, "max_position_embeddings", None) or 2048
+        self.max_length = max_length or min(cfg_max, 2048)
+        self.truncate = truncate
+        self.cost = Cost()
+        self.progress = progress            # optional callable(n_done) for progress bars
+        self._prefix: tuple[tuple[int, ...], list] | None = None   # (ids, [(k, v) per layer])
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+        if self.tok.eos_token_id is not None:
+            eos.add(self.tok.eos_token_id)
+        self.eos_ids = eos
+        self.device = next(self.model.parameters()).device
+
+    # ------------------------------------------------------------------ tokenization
+    def encode(self, text: str) -> list[int]:
+        bos = self.tok.bos_token
+        special = not (bos and text.startswith(bos))
+        ids = self.tok(text, add_special_tokens=special)["input_ids"]
+        if not ids:  # an empty context still needs something to predict from
+            start = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
+            ids = [start]
+        return ids
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Context and continuation ids such that ctx + cont tokenizes like the whole text
+        (trailing spaces of the context move to the continuation, as lm-eval does)."""
+        n = len(context) - len(context.rstrip())
+        if n:
+            context, continuation = context[:-n], context[-n:] + continuation
+        ctx = self.encode(context)
+        whole = self.encode(context + continuation)
+        if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+            return ctx, whole[len(ctx):]
+        return ctx, self.tok(continuation, add_special_tokens=False)["input_ids"] or [self.tok.eos_token_id]
+
+    def _fit(self, ids: list[int], keep_end: int) -> list[int]:
+        """Cut ``ids`` to the model's context, never cutting the last ``keep_end`` tokens."""
+        if len(ids) <= self.max_length:
+            return ids
+        self.cost.truncated += 1
+        room = self.max_length - keep_end
+        if room <= 0:
+            return ids[-self.max_length:]
+        head, tail = ids[: len(ids) - keep_end], ids[len(ids) - keep_end:]
+        head = head[-room:] if self.truncate == "left" else head[:room]
+        return head + tail
+
+    def chat(self, text: str) -> str:
+        if not getattr(self.tok, "chat_template", None):
+            return text
+        return self.tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                            add_generation_prompt=True)
+
+    # ------------------------------------------------------------------ shared prefix cache
+    def _prefix_kv(self, ids: list[int]) -> list:
+        key = tuple(ids)
+        if self._prefix is not None and self._prefix[0] == key:
+            return self._prefix[1]
+        with torch.no_grad():
+            out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True,
+                             logits_to_keep=1)
+        self.cost.forwards += 1
+        self.cost.prompt_tokens += len(ids)
+        kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        self._prefix = (key, kv)
+        return kv
+
+    def _batch_inputs(self, rows: list[list[int]], prefix: list[int]):
+        """Left-pad ``rows`` after the cached ``prefix``; returns model kwargs."""
+        P, B = len(prefix), len(rows)
+        L = max(len(r) for r in rows)
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        ids = torch.full((B, L), pad, dtype=torch.long)
+        mask = torch.zeros((B, L), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, L - len(r):] = torch.tensor(r)
+            mask[i, L - len(r):] = 1
+        pos = (P + mask.cumsum(-1) - 1).clamp(min=P if P else 0)
+        full_mask = torch.cat([torch.ones((B, P), dtype=torch.long), mask], dim=1)
+        kw = dict(input_ids=ids.to(self.device), attention_mask=full_mask.to(self.device),
+                  position_ids=pos.to(self.device), use_cache=True)
+        if P:
+            kv = self._prefix_kv(prefix)
+            # [1, H, P, d] -> [B, H, P, d]
+            kw["past_key_values"] = DynamicCache(
+                ddp_cache_data=[(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in kv],
+                config=self.model.config)
+        self.cost.forwards += 1
+        self.cost.prompt_tokens += int(mask.sum())
+        return kw
+
+    def _split_prefix(self, seqs: list[list[int]], min_rest: int = 1) -> int:
+        P = _common_prefix(seqs)
+        P = min(P, min(len(s) for s in seqs) - min_rest)
+        if P < MIN_PREFIX or len(seqs) < 2 and not (self._prefix and len(self._prefix[0]) == P):
+            return 0
+        return P
+
+    # ------------------------------------------------------------------ scoring
+    @torch.no_grad()
+    def score(self, contexts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[OptionScore]]:
+        t0 = time.perf_counter()
+        if len(contexts) != len(options):
+            raise ValueError("score: one list of options per context")
+        self.cost.calls += len(contexts)
+        # rows: (token ids, [(context i, option j, continuation ids)]) -- one row per context
+        # when every option is a single token (read the last position), else one per option.
+        rows: list[tuple[list[int], list[tuple[int, int, list[int]]]]] = []
+        for i, (ctx, opts) in enumerate(zip(contexts, options)):
+            pairs = [self._encode_pair(ctx, o) for o in opts]
+            ctx_ids = pairs[0][0] if pairs else self.encode(ctx)
+            conts = [c for _, c in pairs]
+            if all(len(c) == 1 for c in conts):
+                rows.append((self._fit(ctx_ids, 0), [(i, j, c) for j, c in enumerate(conts)]))
+            else:
+                for j, c in enumerate(conts):
+                    seq = self._fit(ctx_ids + c, len(c))[:-1]
+                    rows.append((seq, [(i, j, c)]))
+        P = self._split_prefix([r for r, _ in rows]) if rows else 0
+        prefix = rows[0][0][:P] if P else []
+        results: list[list[OptionScore | None]] = [[None] * len(o) for o in options]
+        order = sorted(range(len(rows)), key=lambda k: -len(rows[k][0]))
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s: s + self.batch_size]
+            batch = [rows[k][0][P:] for k in idx]
+            K = max(len(c) for k in idx for _, _, c in rows[k][1])
+            kw = self._batch_inputs(batch, prefix)
+            logits = self.model(**kw, logits_to_keep=K).logits  # [B, K, V]
+            logp = F.log_softmax(logits.float(), dim=-1)
+            for b, k in enumerate(idx):
+                for i, j, c in rows[k][1]:
+                    # the len(c) positions ending at the row's last one predict c
+                    n = len(c) if len(rows[k][1]) == 1 else 1
+                    pos = torch.arange(K - n, K)
+                    lp = logp[b, pos, torch.tensor(c[-n:] if n > 1 else c)]
+                    toks = lp.tolist()
+                    results[i][j] = OptionScore(logprob=float(sum(toks)), token_logprobs=toks)
+            if self.progress:
+                self.progress(len(idx))
+        self.cost.seconds += time.perf_counter() - t0
+        return results  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], n: int = 1, max_new_tokens: int = 64,
+                 temperature: float = 0.0, stop: Sequence[str] | None = None,
+                 top_p: float = 1.0, seed: int | None = None) -> list[list[str]]:
+        t0 = time.perf_counter()
+        self.cost.calls += len(prompts) * n
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(0 if seed is None else seed)
+        stop = [s for s in (stop or []) if s]
+        encoded = [self._fit(self.encode(p), 0) for p in prompts]
+        out: list[list[str]] = [[] for _ in prompts]
+        # at most ~batch_size rows decode together: group prompts so that groups x n fit
+        per = max(1, self.batch_size // max(1, n))
+        order = sorted(range(len(prompts)), key=lambda k: -len(encoded[k]))
+        for s in range(0, len(order), per):
+            idx = order[s: s + per]
+            texts = self._generate_group([encoded[k] for k in idx], n, max_new_tokens,
+                                         temperature, top_p, stop, gen)
+            for b, k in enumerate(idx):
+                out[k] = texts[b * n:(b + 1) * n]
+            if self.progress:
+                self.progress(len(idx))
+        self.cost.seconds += time.perf_counter() - t0
+        return out
+
+    def _sample(self, logits: torch.Tensor, temperature: float, top_p: float, gen) -> torch.Tensor:
+        if temperature <= 0:
+            return logits.argmax(-1)
+        probs = F.softmax(logits.float() / temperature, dim=-1)
+        if top_p < 1.0:
+            sp, si = probs.sort(-1, descending=True)
+            keep = sp.cumsum(-1) - sp < top_p
+            sp = sp * keep
+            probs = torch.zeros_like(probs).scatter(-1, si, sp)
+        return torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1).to(logits.device)
+
+    def _generate_group(self, seqs, n, max_new_tokens, temperature, top_p, stop, gen) -> list[str]:
+        max_new_tokens = min(max_new_tokens, max(1, self.max_length - max(len(s) for s in seqs)))
+        P = self._split_prefix(seqs)
+        prefix = seqs[0][:P] if P else []
+        kw = self._batch_inputs([s[P:] for s in seqs], prefix)
+        out = self.model(**kw, logits_to_keep=1)
+        cache = out.past_key_values
+        last = out.logits[:, -1, :]                                   # [B, V]
+        pos = kw["position_ids"][:, -1:]                              # [B, 1]
+        mask = kw["attention_mask"]
+        if n > 1:
+            cache.batch_repeat_interleave(n)                          # [B*n, H, T, d]
+            last = last.repeat_interleave(n, 0)
+            pos = pos.repeat_interleave(n, 0)
+            mask = mask.repeat_interleave(n, 0)
+        rows = last.shape[0]
+        generated: list[list[int]] = [[] for _ in range(rows)]
+        active = list(range(rows))                                    # row ids still decoding
+        texts = [""] * rows
+        for step in range(max_new_tokens):
+            nxt = self._sample(last, temperature, top_p, gen).tolist()
+            still = []
+            for a, row in enumerate(active):
+                t = nxt[a]
+                if t in self.eos_ids:
+                    continue
+                generated[row].append(t)
+                self.cost.generated_tokens += 1
+                if stop:
+                    text = self.tok.decode(generated[row], skip_special_tokens=True)
+                    if any(s in text for s in stop):
+                        continue
+                still.append(a)
+            if not still or step == max_new_tokens - 1:
+                break
+            if len(still) < len(active):
+                cache.batch_select_indices(torch.tensor(still, device=self.device))
+                mask, pos = mask[still], pos[still]
+                nxt = [nxt[a] for a in still]
+                active = [active[a] for a in still]
+            else:
+                active = list(active)
+            mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=mask.device)], 1)
+            pos = pos + 1
+            ids = torch.tensor([[t] for t in nxt], device=self.device)
+            o = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                           past_key_values=cache, use_cache=True)
+            self.cost.forwards += 1
+            cache, last = o.past_key_values, o.logits[:, -1, :]
+        for row in range(rows):
+            text = self.tok.decode(generated[row], skip_special_tokens=True)
+            cut = min((text.find(s) for s in stop if s in text), default=-1)
+            texts[row] = text[:cut] if cut >= 0 else text
+        return texts
+
+
+class EmbeddingLM:
+    """Encoder 'LM': scores each option by cosine similarity between the mean-pooled,
+    L2-normalised embeddings of the context and of the option (sentence-transformers style),
+    as a log-softmax over the options with temperature ``tau``. It cannot generate."""
+
+    def __init__(self, backbone, model=None, batch_size: int = 32, max_length: int | None = None,
+                 tau: float = 0.05, truncate: str = "left", progress=None):
+        self.backbone = backbone
+        self.model = model if model is not None else backbone.model
+        self.tok = backbone.tokenizer
+        self.batch_size = batch_size
+        self.max_length = max_length or min(getattr(self.model.config, "max_position_embeddings", 512), 512)
+        self.tau = tau
+        self.cost = Cost()
+        self.progress = progress
+        self.device = next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        outs = []
+        for s in range(0, len(texts), self.batch_size):
+            enc = self.tok(list(texts[s: s + self.batch_size]), padding=True, truncation=True,
+                           max_length=self.max_length, return_tensors="pt").to(self.device)
+            h = self.model(**enc).last_hidden_state                    # [B, L, H]
+            m = enc["attention_mask"].unsqueeze(-1).float()             # [B, L, 1]
+            e = (h * m).sum(1) / m.sum(1).clamp(min=1)                  # [B, H]
+            outs.append(F.normalize(e, dim=-1))
+            self.cost.forwards += 1
+            self.cost.prompt_tokens += int(enc["attention_mask"].sum())
+        return torch.cat(outs)
+
+    def chat(self, text: str) -> str:
+        return text
+
+    def score(self, contexts, options):
+        t0 = time.perf_counter()
+        self.cost.calls += len(contexts)
+        ctx = self.embed(contexts)
+        uniq = sorted({o.strip() for opts in options for o in opts})
+        opt = dict(zip(uniq, self.embed(uniq)))
+        results = []
+        for i, opts in enumerate(options):
+            sims = torch.stack([ctx[i] @ opt[o.strip()] for o in opts]) / self.tau
+            lp = F.log_softmax(sims, -1).tolist()
+            results.append([OptionScore(logprob=v, token_logprobs=[v]) for v in lp])
+            if self.progress:
+                self.progress(1)
+        self.cost.seconds += time.perf_counter() - t0
+        return results
+
+    def generate(self, prompts, n=1, max_new_tokens=64, temperature=0.0, stop=None, top_p=1.0, seed=None):
+        raise ModelError(f"model {self.backbone.name!r} is an encoder and cannot generate text; "
+                         "use a decoder, or tune a head for classification")

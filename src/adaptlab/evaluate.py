@@ -1,0 +1,160 @@
+"""(model or engine) x task x strategy -> Result: metrics, per-example records, cost.
+
+Metrics: accuracy; macro-F1 (mean over labels of 2PR/(P+R), a label never predicted nor gold
+is skipped); exact match, numeric-aware (``extract.answers_equal``)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from adaptlab.extract import answers_equal
+from adaptlab.tasks import Task
+
+CHUNK = 64  # examples per strategy call: the progress bar's step
+
+
+def is_correct(task: Task, pred, gold) -> bool:
+    if pred is None:
+        return False
+    if task.schema == "qa":
+        return answers_equal(str(pred), str(gold), task.answer_type)
+    return pred == gold
+
+
+def accuracy(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else 0.0
+
+
+def macro_f1(preds: list, golds: list, labels: list) -> float:
+    f1s = []
+    for lab in labels:
+        tp = sum(p == lab and g == lab for p, g in zip(preds, golds))
+        fp = sum(p == lab and g != lab for p, g in zip(preds, golds))
+        fn = sum(p != lab and g == lab for p, g in zip(preds, golds))
+        if tp + fp + fn == 0:
+            continue
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return sum(f1s) / len(f1s) if f1s else 0.0
+
+
+def compute_metrics(task: Task, preds: list, golds: list) -> dict[str, float]:
+    flags = [is_correct(task, p, g) for p, g in zip(preds, golds)]
+    m: dict[str, float] = {}
+    if task.schema == "qa":
+        m["exact_match"] = accuracy(flags)
+        m["accuracy"] = m["exact_match"]
+    else:
+        m["accuracy"] = accuracy(flags)
+        labels = task.labels if task.is_classification else sorted(set(golds))
+        m["macro_f1"] = macro_f1(preds, golds, labels)
+    m["n"] = len(flags)
+    m["unparsed"] = sum(p is None for p in preds)
+    return m
+
+
+@dataclass
+class Result:
+    task: str
+    model: str
+    strategy: str
+    split: str
+    metric: str
+    metrics: dict[str, float]
+    cost: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    records: list[dict] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        return self.metrics[self.metric]
+
+    def to_dict(self, records: bool = True) -> dict:
+        d = asdict(self)
+        if not records:
+            d.pop("records")
+        return d
+
+
+def evaluate(lm, task: Task, strategy, examples: list[dict], *, model_name: str = "", split: str = "",
+             pool: list[dict] | None = None, config: dict | None = None, progress=None) -> Result:
+    """Run ``strategy`` over ``examples``; ``pool`` is the demonstration/training pool for
+    strategies that ``prepare`` on one (few-shot, APE)."""
+    t0 = time.perf_counter()
+    if hasattr(strategy, "prepare"):
+        strategy.prepare(lm, task, pool or [])
+    preds = []
+    for s in range(0, len(examples), CHUNK):
+        chunk = examples[s: s + CHUNK]
+        preds.extend(strategy.predict(lm, task, chunk))
+        if progress:
+            progress(len(chunk))
+    golds = [task.gold(ex) for ex in examples]
+    values = [p.prediction for p in preds]
+    metrics = compute_metrics(task, values, golds)
+    records = []
+    for i, (ex, p, g) in enumerate(zip(examples, preds, golds)):
+        rec = {"i": i, "prompt": p.prompt, "gold": g, "prediction": p.prediction,
+               "correct": is_correct(task, p.prediction, g)}
+        if p.scores is not None:
+            rec["scores"] = [round(s, 4) for s in p.scores]
+        if p.raw is not None:
+            rec["raw"] = p.raw
+        if p.extra:
+            rec.update(p.extra)
+        records.append(rec)
+    cost = lm.cost.to_dict()
+    cost["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    return Result(task=task.name, model=model_name, strategy=getattr(strategy, "name", type(strategy).__name__),
+                  split=split, metric=task.metric if task.metric in metrics else "accuracy",
+                  metrics=metrics, cost=cost, config=config or {}, records=records)
+
+
+def run(task: str, model: str | None = None, *, adapter: str | None = None, prompt: str = "zero-shot",
+        sets: dict | None = None, data: str | None = None, split: str = "test", limit: int | None = None,
+        seed: int = 0, batch_size: int = 16, progress: bool = True) -> Result:
+    """The Python API behind ``adaptlab eval``: load everything, evaluate, return a Result."""
+    import random
+    import sys
+
+    import torch
+    from tqdm import tqdm
+
+    from adaptlab.data import load_split
+    from adaptlab.engine import make_lm
+    from adaptlab.models import load_backbone, resolve_name
+    from adaptlab.prompting import make_strategy
+    from adaptlab.tasks import load_task
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    spec = load_task(task)
+    strategy = make_strategy(prompt, sets)          # bad --set values fail before any loading
+    examples = load_split(spec, split, data, limit)
+    pool = None
+    if getattr(strategy, "needs_pool", False):
+        # a --data folder or hf dataset also holds the train split; a single file does not
+        pool = load_split(spec, "train", data if data and (data.startswith("hf:") or Path(data).is_dir()) else None)
+    tuned = None
+    if adapter:
+        from adaptlab.tuning.io import load_adapter  # the specialist half
+
+        backbone, tuned = load_adapter(adapter, model)
+    else:
+        backbone = load_backbone(model)
+    lm = make_lm(backbone, model=tuned, batch_size=batch_size, truncate=spec.truncate)
+    bar = tqdm(total=len(examples), desc=f"{spec.name} {prompt}", file=sys.stderr, disable=None if progress else True,
+               leave=False)
+    from adaptlab.config import config_dict
+
+    config = {"task": spec.name, "model": resolve_name(model), "adapter": adapter, "prompt": prompt,
+              "strategy": config_dict(strategy), "split": split, "limit": limit, "seed": seed,
+              "data": data, "batch_size": batch_size}
+    try:
+        result = evaluate(lm, spec, strategy, examples, model_name=resolve_name(model), split=split, pool=pool,
+                          config=config, progress=bar.update)
+    finally:
+        bar.close()
+    return result

