@@ -1,0 +1,102 @@
+"""Shared fixtures: tiny random-weight backbones (a 2-layer Llama decoder and a 2-layer BERT
+encoder) with tokenizers trained in memory, so tests need no downloaded model and run fast."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CORPUS = [
+    "Review: a great movie with a fine cast\nSentiment: positive",
+    "Review: an awful boring film\nSentiment: negative",
+    "The battery is excellent. I'm keeping it. The price is terrible. I'm returning it.",
+    "Question: Tom has 3 apples and buys 4 more. How many apples? Answer: 7. The answer is 7.",
+    "Let's think step by step. Therefore, the answer is yes no true false A B C D E.",
+    "0 1 2 3 4 5 6 7 8 9 + - * / = << >> ( ) , . ? ! : ; ' \"",
+]
+
+
+def _bpe_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS * 20, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   bos_token="<|endoftext|>")
+
+
+def _wordpiece_tokenizer():
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tok.train_from_iterator(CORPUS * 20, trainer)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+
+
+def make_tiny_decoder(seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from adaptlab.models import Backbone
+
+    tok = _bpe_tokenizer()
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id,
+                      tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg).eval()
+    return Backbone(model=model, tokenizer=tok, kind="decoder", name="tiny-llama", source="test")
+
+
+def make_tiny_encoder(seed: int = 0):
+    from transformers import BertConfig, BertModel
+
+    from adaptlab.models import Backbone
+
+    tok = _wordpiece_tokenizer()
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                     num_attention_heads=4, max_position_embeddings=256, pad_token_id=tok.pad_token_id)
+    model = BertModel(cfg).eval()
+    return Backbone(model=model, tokenizer=tok, kind="encoder", name="tiny-bert", source="test")
+
+
+@pytest.fixture
+def tiny_decoder():
+    return make_tiny_decoder()
+
+
+@pytest.fixture
+def tiny_encoder():
+    return make_tiny_encoder()
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADAPTLAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def shared_data_dir():
+    """../shared/data beside the checkout (the benchmark data), or None."""
+    from pathlib import Path
+
+    d = os.environ.get("ADAPTLAB_DATA_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
+    return d if Path(d, "sst2").is_dir() else None
