@@ -51,7 +51,9 @@ def read_file(path: str | Path) -> list[tuple[int, dict]]:
     text = _decode(path, raw)
     if path.suffix == ".jsonl":
         rows = []
-        for i, line in enumerate(text.splitlines(), 1):
+        # split on "\n" only: str.splitlines() would also split on U+2028 inside JSON strings
+        for i, line in enumerate(text.split("\n"), 1):
+            line = line.rstrip("\r")
             if not line.strip():
                 continue
             try:

@@ -186,7 +186,7 @@ def _load_folder_or_id(ref: str, name: str, kind: str | None = None) -> Backbone
     kind = kind or _kind_of(config)
     cls = AutoModelForCausalLM if kind == "decoder" else AutoModel
     try:
-        model = cls.from_pretrained(ref, dtype=torch.float32)
+        model = cls.from_pretrained(ref, config=config, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(ref)
     except Exception as e:
         raise ModelError(f"cannot load model {name!r} from {ref}: {type(e).__name__}: {str(e)[:200]}") from None

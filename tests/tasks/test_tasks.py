@@ -1,0 +1,84 @@
+import json
+
+import pytest
+
+from adaptlab.errors import TaskError
+from adaptlab.tasks import builtin_names, demo, load_task, load_task_file, parse_split
+
+SHARED = ["sst2", "sst5", "mr", "subj", "agnews", "rte", "mrpc", "cola", "gsm8k", "multiarith", "singleeq",
+          "coin_flip", "last_letters", "commonsenseqa", "aqua", "tracking_shuffled_objects_3", "scan_length"]
+
+
+def test_every_shared_task_is_builtin_and_loads():
+    names = builtin_names()
+    for name in SHARED + ["reviews"]:
+        assert name in names
+        t = load_task(name)
+        assert t.name == name
+
+
+def test_render_and_options():
+    t = load_task("sst2")
+    ex = {"text": "a fine film", "label": "positive"}
+    assert t.render(ex) == "Review: a fine film\nSentiment:"
+    assert t.options(ex) == [" negative", " positive"]
+    assert t.gold(ex) == "positive" and t.target_text(ex) == " positive"
+    mc = load_task("aqua")
+    ex = {"question": "2+2?", "choices": ["3", "4"], "gold_index": 1}
+    assert "A. 3\nB. 4" in mc.render(ex) and mc.answer_text(ex) == "4"
+
+
+def test_demo_data_is_what_the_generator_makes():
+    from adaptlab.tasks import DATA_DIR
+
+    for split in demo.SPLITS:
+        shipped = [json.loads(line) for line in (DATA_DIR / "reviews" / f"{split}.jsonl").read_text().splitlines()]
+        assert shipped == demo.generate(split)
+    labels = [r["label"] for r in demo.generate("test")]
+    assert 0.4 < labels.count("positive") / len(labels) < 0.6
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "task.yaml"
+    p.write_text(text)
+    return p
+
+
+GOOD = "name: t\nschema: classification\nlabels: [a, b]\ntemplate: 'X: {text}'\n"
+
+
+@pytest.mark.parametrize("text, words", [
+    (GOOD + "colour: red\n", "unknown key 'colour'"),
+    (GOOD + "name: u\n", "duplicate key"),
+    ("name: t\nschema: classification\nlabels: [a, b]\n", "missing required key 'template'"),
+    ("name: t\nschema: classification\nlabels: [a, b]\ntemplate: '{question}'\n", "lacks"),
+    ("name: t\nschema: table\nlabels: [a, b]\ntemplate: '{text}'\n", "schema 'table'"),
+    ("name: t\nschema: classification\nlabels: [a]\ntemplate: '{text}'\n", "at least two labels"),
+    (GOOD + "verbalizer: {c: x}\n", "not one of the labels"),
+    (GOOD + "verbalizer: {a: x, b: x}\n", "same word"),
+    (GOOD + "metric: bleu\n", "metric 'bleu'"),
+    (GOOD + "splits: {test: 'x[1:b]'}\n", "split spec"),
+    ("- a\n- b\n", "mapping"),
+    ("name: [unclosed\n", "invalid YAML"),
+    ("name: t\nschema: classification\nlabels: [a, b]\ntemplate: '{text'\n", "malformed"),
+])
+def test_bad_task_yaml(tmp_path, text, words):
+    with pytest.raises(TaskError, match=words):
+        load_task_file(_write(tmp_path, text))
+
+
+def test_yaml_error_names_line(tmp_path):
+    with pytest.raises(TaskError) as e:
+        load_task_file(_write(tmp_path, GOOD + "name: again\n"))
+    assert ":5:" in str(e.value) or "line" in str(e.value)
+
+
+def test_unknown_task_name():
+    with pytest.raises(TaskError, match="unknown task"):
+        load_task("no_such_task")
+
+
+def test_parse_split():
+    assert parse_split("validation") == ("validation", None)
+    assert parse_split("all[:-2000]") == ("all", slice(None, -2000))
+    assert parse_split("test[50:100]") == ("test", slice(50, 100))

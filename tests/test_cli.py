@@ -1,0 +1,74 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from adaptlab.cli import COMMANDS, main
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+@pytest.fixture
+def tiny_folder(tmp_path, tiny_decoder):
+    d = tmp_path / "tiny"
+    tiny_decoder.model.save_pretrained(d)
+    tiny_decoder.tokenizer.save_pretrained(d)
+    return str(d)
+
+
+def test_commands_listed(capsys):
+    code, out, _ = run_cli(["--help"], capsys)
+    assert code == 0
+    for name in COMMANDS:
+        assert name in out
+
+
+def test_tasks_and_models(capsys):
+    code, out, _ = run_cli(["tasks", "--json"], capsys)
+    assert code == 0 and "reviews" in [t["name"] for t in json.loads(out)["tasks"]]
+    code, out, _ = run_cli(["models"], capsys)
+    assert code == 0 and "smollm2-135m-instruct" in out
+
+
+def test_eval_json_and_out(capsys, tmp_path, tiny_folder):
+    out_file = tmp_path / "res" / "r.json"
+    code, out, err = run_cli(["eval", "--task", "reviews", "--model", tiny_folder, "--limit", "5", "--json",
+                              "--out", str(out_file)], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["metrics"]["n"] == 5 and len(doc["records"]) == 5
+    assert json.loads(out_file.read_text()) == doc
+    assert doc["config"]["prompt"] == "zero-shot"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["eval", "--task", "nope"], "unknown task"),
+    (["eval", "--task", "reviews", "--prompt", "magic"], "unknown prompting strategy"),
+    (["eval", "--task", "reviews", "--set", "normalize=max"], "must be one of"),
+    (["eval", "--task", "reviews", "--set", "bogus=1"], "unknown key 'bogus'"),
+    (["eval", "--task", "reviews", "--limit", "0"], "--limit"),
+    (["eval", "--task", "reviews", "--model", "/no/such/model"], "unknown model"),
+    (["eval", "--task", "reviews", "--data", "/no/such/file.jsonl"], "file not found"),
+    (["eval"], "--task"),
+    (["frobnicate"], "No such command"),
+])
+def test_bad_input_one_line_exit_2(capsys, tmp_path, monkeypatch, args, words):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    out_file = tmp_path / "o.json"
+    code, out, err = run_cli(args + ["--out", str(out_file)] if args[0] == "eval" and len(args) > 1 else args, capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in err
+    assert not out_file.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_console_entry_point_runs():
+    r = subprocess.run([sys.executable, "-m", "adaptlab", "eval", "--task", "nope"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error:")
