@@ -75,10 +75,110 @@ def eval_cmd(task, model, adapter, prompt, sets, data, split, limit, seed, batch
     _emit(res.to_dict(records=bool(out) or as_json), format_table([row]), as_json, out)
 
 
+class _MethodChoice(click.Choice):
+    """``--method`` choices: the tuning registry's keys, read when first needed (keeps
+    ``adaptlab --help`` from importing torch)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    @property
+    def choices(self):
+        from adaptlab.tuning import METHODS
+
+        return list(METHODS)
+
+    @choices.setter
+    def choices(self, value) -> None:
+        pass
+
+
+@click.command("tune")
+@click.option("--task", required=True, help="Built-in task name or a task YAML file.")
+@click.option("--method", required=True, type=_MethodChoice(), help="Tuning method.")
+@click.option("--model", default=None, help="Default name, HF id, model folder or .gguf (default: smollm2-135m-instruct; "
+              "minilm-l6 for the encoder).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Method option (r=8, alpha=16, target_modules=q_proj,v_proj ...) or training option "
+                   "(grad_accum, warmup_ratio, weight_decay, max_seq_len, bf16, eval_limit ...). Repeatable.")
+@click.option("--out", required=True, help="Folder for the adapter, its configs, log and resume checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (default 3).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Optimizer steps (overrides --epochs).")
+@click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Train on a fixed subset of N examples.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Examples per micro-batch (default 16).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate (default: the method's).")
+@click.option("--seed", type=int, default=None, help="Seed (default 0).")
+@click.option("--data", default=None, help="Folder of <split>.jsonl, one data file, or hf:<dataset>[:<config>].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def tune_cmd(task, method, model, sets, out, resume, epochs, max_steps, train_limit, batch_size, lr, seed, data,
+             as_json) -> None:
+    """Tune a model for a task with one method; writes a peft-layout adapter folder."""
+    from adaptlab.config import parse_sets
+    from adaptlab.report import format_table
+    from adaptlab.train import tune
+
+    res = tune(task, method, model, out=out, sets=parse_sets(sets), resume=resume, data=data, epochs=epochs,
+               max_steps=max_steps, train_limit=train_limit, batch_size=batch_size, lr=lr, seed=seed)
+    row = {"task": res["task"], "method": res["method"], "model": res["model"],
+           "trainable_params": res["trainable_params"], "adapter_bytes": res["adapter_bytes"],
+           "steps": res["steps"], "train_seconds": res["train_seconds"], "tokens_seen": res["tokens_seen"],
+           f"best_dev_{res['dev_metric']}": res["best_dev"]}
+    _emit(res, format_table([row]) + f"\n\nadapter: {res['out']}", as_json, None)
+
+
+@click.command("merge")
+@click.option("--adapter", required=True, help="A lora or ia3 adapter folder.")
+@click.option("--out", required=True, help="Folder for the merged plain Hugging Face model.")
+@click.option("--model", default=None, help="The base model, if not the one the adapter names.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def merge_cmd(adapter, out, model, as_json) -> None:
+    """Fold a lora / ia3 adapter into its base model's weights (a plain HF model folder)."""
+    from adaptlab.report import format_table
+    from adaptlab.tuning.io import merge_adapter
+
+    res = merge_adapter(adapter, out, model)
+    _emit(res, format_table([res]), as_json, None)
+
+
+@click.command("compare")
+@click.option("--task", default="reviews", show_default=True, help="Built-in task name or a task YAML file.")
+@click.option("--model", default=None, help="Model for every run (default: smollm2-135m-instruct).")
+@click.option("--runs", default=None, help="Comma-separated runs, options after colons: "
+              "\"zero-shot,few-shot:k=8,lora:r=8\" (default: a mix of prompting and tuning).")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Seeds per run.")
+@click.option("--out", default=None, help="Output folder (default: runs/compare-<task>); re-use it to resume.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Test examples (first N).")
+@click.option("--data", default=None, help="Folder of <split>.jsonl or hf:<dataset>[:<config>].")
+@click.option("--train-limit", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Tuning runs: train examples.")
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True, help="Tuning runs: epochs.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Tuning runs: optimizer steps cap.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def compare_cmd(task, model, runs, seeds, out, limit, data, train_limit, epochs, max_steps, batch_size,
+                as_json) -> None:
+    """Run prompting strategies and tuning methods on one task; write results and a report."""
+    from adaptlab.compare import DEFAULT_RUNS, CompareConfig, compare, summarize
+    from adaptlab.report import COLUMNS, _display_rows, format_table
+
+    cfg = CompareConfig(task=task, model=model, runs=runs or DEFAULT_RUNS, seeds=seeds, limit=limit, data=data,
+                        train_limit=train_limit, epochs=epochs, max_steps=max_steps, batch_size=batch_size)
+    out = out or f"runs/compare-{cfg.task.rsplit('/', 1)[-1].removesuffix('.yaml')}"
+    recs = compare(cfg, out)
+    rows = summarize(recs)
+    doc = {"out": out, "rows": rows, "results": f"{out}/results.jsonl", "report": f"{out}/report.html"}
+    table = format_table(_display_rows(rows), COLUMNS)
+    _emit(doc, table + f"\n\nreport: {out}/report.html (and report.md)", as_json, None)
+
+
 COMMANDS: dict[str, click.Command] = {
     "models": models_cmd,
     "tasks": tasks_cmd,
     "eval": eval_cmd,
+    "tune": tune_cmd,
+    "merge": merge_cmd,
+    "compare": compare_cmd,
 }
 
 

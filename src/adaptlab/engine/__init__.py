@@ -66,9 +66,14 @@ class LM(Protocol):
 
 
 def make_lm(backbone, model=None, **kwargs) -> LM:
-    """The local engine for a backbone (``model`` overrides its model, e.g. a tuned one)."""
+    """The local engine for a backbone (``model`` overrides its model, e.g. a tuned one; a tuned
+    model with a classification head gets ``engine.head.HeadLM``)."""
     from adaptlab.engine.local import EmbeddingLM, LocalLM
 
+    if model is not None and getattr(model, "head", None) is not None:
+        from adaptlab.engine.head import HeadLM   # a tuned classifier: the head scores the labels
+
+        return HeadLM(backbone, model, **kwargs)
     if backbone.kind == "encoder":
         return EmbeddingLM(backbone, model=model, **kwargs)
     return LocalLM(backbone, model=model, **kwargs)

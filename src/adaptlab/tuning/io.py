@@ -1,0 +1,241 @@
+"""Adapter folders, in peft's layout:
+
+    adapter_config.json          peft's fields (``peft_type``, ``task_type``, ``r``, ``lora_alpha``,
+                                 ``target_modules`` ...), so peft and vLLM read lora / ia3 (and the
+                                 prompt-type methods) as their own
+    adapter_model.safetensors    the trained tensors under peft's keys
+                                 (``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight``)
+    adaptlab.json                ours: method + config, base model identity, task spec, train stats
+    tune_config.json             the resolved run config (written by ``adaptlab tune``)
+
+Methods peft does not have use the same layout with our own ``peft_type``: ``ADAPTLAB_FULL``
+(every weight), ``ADAPTLAB_HEAD`` (the linear head only). A classification head trained along
+with any method is stored as ``head_classifier.linear.{weight,bias}`` beside the method's
+tensors (peft ignores keys it does not know). Only safetensors and JSON are read or written:
+never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from adaptlab.config import atomic_write_bytes, atomic_write_json, config_dict
+from adaptlab.errors import AdapterError, UserError
+
+CONFIG = "adapter_config.json"
+WEIGHTS = "adapter_model.safetensors"
+META = "adaptlab.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+FORMAT = 1
+
+
+def default_file_keys(state: dict) -> dict:
+    """Our parameter names -> file keys: under the wrapped model, peft's ``base_model.`` prefix."""
+    return {("base_model." + k if k.startswith("model.") else k): v for k, v in state.items()}
+
+
+def default_from_file_keys(state: dict) -> dict:
+    return {(k[len("base_model."):] if k.startswith("base_model.model.") else k): v for k, v in state.items()}
+
+
+def _file_state(tuned) -> dict:
+    from adaptlab.tuning import get_method
+
+    mod = get_method(tuned.method).module
+    state = tuned.trainable_state()
+    to_keys = getattr(mod, "to_file_keys", default_file_keys)
+    return to_keys(state)
+
+
+def adapter_bytes(tuned) -> int:
+    """Bytes of the trained tensors (what adapter_model.safetensors holds, without its header)."""
+    return sum(v.numel() * v.element_size() for v in tuned.trainable_state().values())
+
+
+def peft_config(tuned, base_name: str) -> dict:
+    from adaptlab.tuning import get_method
+
+    mod = get_method(tuned.method).module
+    d = {"base_model_name_or_path": base_name, "revision": None,
+         "task_type": "CAUSAL_LM" if tuned.kind == "decoder" else "FEATURE_EXTRACTION",
+         "inference_mode": True}
+    d.update(mod.to_peft_config(tuned.method_config, tuned))
+    return d
+
+
+def save_adapter(out, tuned, *, stats: dict | None = None, meta: dict | None = None) -> Path:
+    """Write the adapter folder ``out`` (files written atomically, metadata last)."""
+    from safetensors.torch import save
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = tuned.base_identity
+    tensors = {k: v.detach().cpu().contiguous() for k, v in _file_state(tuned).items()}
+    atomic_write_bytes(out / WEIGHTS, save(tensors, metadata={"format": "pt"}))
+    atomic_write_json(out / CONFIG, peft_config(tuned, base.get("name", "")))
+    head = None
+    if tuned.head is not None:
+        head = {"pooling": tuned.head.pooling, "n_labels": tuned.head.linear.out_features,
+                "dropout": tuned.head.dropout.p}
+    doc = {"format": FORMAT, "method": tuned.method, "config": config_dict(tuned.method_config),
+           "base": base, "kind": tuned.kind, "head": head,
+           "task": tuned.task.to_dict() if tuned.task is not None else None,
+           "stats": stats or {}, **(meta or {})}
+    atomic_write_json(out / META, doc)
+    return out
+
+
+def update_stats(out, stats: dict) -> None:
+    p = Path(out) / META
+    doc = json.loads(p.read_text())
+    doc["stats"] = stats
+    atomic_write_json(p, doc)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AdapterError(f"{path}: not readable JSON ({type(e).__name__})") from None
+    if not isinstance(d, dict):
+        raise AdapterError(f"{path}: expected a JSON object")
+    return d
+
+
+def read_adapter(adapter_dir) -> tuple[Path, dict, dict | None]:
+    """Check the folder and read its configs: (folder, adapter_config, adaptlab meta or None)."""
+    d = Path(adapter_dir).expanduser()
+    if not d.exists():
+        raise AdapterError(f"{d}: adapter folder not found")
+    if not d.is_dir():
+        raise AdapterError(f"{d}: an adapter is a folder (with {CONFIG} and {WEIGHTS})")
+    if not (d / WEIGHTS).exists():
+        pickles = sorted(p.name for p in d.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise AdapterError(f"{d / pickles[0]}: pickle weight files are never loaded (they can run code); "
+                               f"save the adapter as {WEIGHTS}")
+        raise AdapterError(f"{d}: no {WEIGHTS} in this folder")
+    if not (d / CONFIG).exists():
+        raise AdapterError(f"{d}: no {CONFIG} in this folder")
+    cfg = _read_json(d / CONFIG)
+    meta = _read_json(d / META) if (d / META).exists() else None
+    if "peft_type" not in cfg:
+        raise AdapterError(f"{d / CONFIG}: missing 'peft_type'")
+    return d, cfg, meta
+
+
+def load_adapter(adapter_dir, model_name: str | None = None):
+    """-> (backbone, tuned model) for an adapter folder written by adaptlab or by peft.
+    ``model_name`` overrides the base recorded in the folder; it must be the same model."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    from adaptlab.config import build_config
+    from adaptlab.models import load_backbone, resolve_name
+    from adaptlab.tasks import task_from_dict
+    from adaptlab.tuning import apply_method, get_method, method_for_peft_type
+
+    d, cfg, meta = read_adapter(adapter_dir)
+    # 1. the method and its config, validated before anything is allocated
+    try:
+        if meta is not None:
+            method = get_method(meta.get("method", ""))
+            values = meta.get("config") or {}
+        else:
+            method = method_for_peft_type(str(cfg["peft_type"]))
+            values = method.module.from_peft_config(cfg)
+        config = build_config(method.Config, values, where=str(d / (META if meta else CONFIG)))
+    except UserError as e:
+        raise AdapterError(f"{d}: {e}") from None
+    # 2. the base model, checked against the recorded identity
+    base = (meta or {}).get("base") or {}
+    name = model_name or base.get("name") or cfg.get("base_model_name_or_path")
+    if not name:
+        raise AdapterError(f"{d}: the folder names no base model; give --model")
+    backbone = load_backbone(name)
+    if base:
+        have = backbone.identity
+        for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "fingerprint"):
+            if base.get(key) is not None and base.get(key) != have.get(key):
+                raise AdapterError(f"{d}: adapter was trained on base {base.get('name')!r} ({key}={base.get(key)}), "
+                                   f"not on {resolve_name(name)!r} ({key}={have.get(key)})")
+    task = None
+    if meta and meta.get("task"):
+        try:
+            task = task_from_dict(meta["task"], str(d / META))
+        except UserError as e:
+            raise AdapterError(f"{d}: {e}") from None
+    # 3. the tuned model and its tensors
+    try:
+        tuned = apply_method(backbone, method.name, config, task)
+    except UserError as e:
+        raise AdapterError(f"{d}: {e}") from None
+    try:
+        file_state = load((d / WEIGHTS).read_bytes())
+    except (SafetensorError, OSError, ValueError) as e:
+        raise AdapterError(f"{d / WEIGHTS}: not a readable safetensors file ({e})") from None
+    from_keys = getattr(method.module, "from_file_keys", default_from_file_keys)
+    state = from_keys(file_state)
+    load_state(tuned, state, where=str(d / WEIGHTS))
+    tuned.eval()
+    return backbone, tuned
+
+
+def load_state(tuned, state: dict[str, torch.Tensor], where: str) -> None:
+    """Copy ``state`` into the tuned model's trainable parameters; every name must match, and
+    every shape."""
+    params = {n: p for n, p in tuned.named_parameters() if p.requires_grad}
+    missing = sorted(set(params) - set(state))
+    extra = sorted(set(state) - set(params))
+    if missing:
+        raise AdapterError(f"{where}: missing tensor {missing[0]!r} ({len(missing)} missing): "
+                           "the adapter does not fit this model or method config")
+    if extra:
+        raise AdapterError(f"{where}: unexpected tensor {extra[0]!r} ({len(extra)} unexpected): "
+                           "the adapter does not fit this model or method config")
+    for n, p in params.items():
+        if tuple(state[n].shape) != tuple(p.shape):
+            raise AdapterError(f"{where}: tensor {n!r} has shape {tuple(state[n].shape)}, "
+                               f"the model needs {tuple(p.shape)}")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(state[n].to(p.dtype))
+
+
+def merge_adapter(adapter_dir, out, model_name: str | None = None) -> dict:
+    """Fold a lora / ia3 adapter into its base and write a plain Hugging Face model folder."""
+    import os
+    import shutil
+    import tempfile
+
+    from adaptlab.errors import ConfigError
+    from adaptlab.tuning import merged_model
+
+    outp = Path(out)
+    if outp.exists() and (not outp.is_dir() or any(outp.iterdir())):
+        raise ConfigError(f"{outp}: already exists and is not an empty folder")
+    backbone, tuned = load_adapter(adapter_dir, model_name)
+    try:
+        model = merged_model(tuned)
+    except UserError as e:
+        raise AdapterError(f"{adapter_dir}: {e}") from None
+    outp.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{outp.name}.", dir=outp.parent))
+    try:
+        model.save_pretrained(tmp)
+        backbone.tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "adaptlab_merged.json", {"adapter": str(Path(adapter_dir).resolve()),
+                                                         "method": tuned.method, "base": tuned.base_identity})
+        if outp.exists():
+            outp.rmdir()
+        os.replace(tmp, outp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size = sum(p.stat().st_size for p in outp.iterdir() if p.is_file())
+    return {"adapter": str(adapter_dir), "out": str(outp), "method": tuned.method,
+            "base": tuned.base_identity.get("name"), "params": sum(p.numel() for p in model.parameters()),
+            "bytes": size}
