@@ -11,6 +11,18 @@ from fractions import Fraction
 
 _NUM = re.compile(r"(?<![\w.])[-−]?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?%?|(?<![\w.])[-−]?\.\d+")
 _TRIGGERS = ("the answer is", "answer is", "answer:", "therefore,", "so the answer is")
+_QUOTES = "\"'`“”‘’*"
+
+
+def after_trigger(text: str) -> str | None:
+    """The text after the last answer trigger ("The answer is", "Answer:", ...), or None."""
+    low = (text or "").lower()
+    best = -1
+    for trig in _TRIGGERS:
+        k = low.rfind(trig)
+        if k >= 0:
+            best = max(best, k + len(trig))
+    return text[best:] if best >= 0 else None
 
 
 def _to_number(tok: str) -> float | None:
@@ -47,27 +59,36 @@ def numbers(text: str) -> list[float]:
 def extract_number(text: str, which: str = "first") -> str | None:
     """A number in ``text`` as canonical text. After an answer trigger ("The answer is") the
     first number following it wins; otherwise the first (or ``which="last"``) number."""
-    low = (text or "").lower()
-    for trig in _TRIGGERS:
-        k = low.rfind(trig)
-        if k >= 0:
-            after = numbers(text[k + len(trig):])
-            if after:
-                return format_number(after[0])
+    tail = after_trigger(text)
+    if tail is not None:
+        after = numbers(tail)
+        if after:
+            return format_number(after[0])
     found = numbers(text)
     if not found:
         return None
     return format_number(found[0] if which == "first" else found[-1])
 
 
-def extract_yesno(text: str) -> str | None:
-    m = re.search(r"\b(yes|no)\b", (text or "").lower())
-    return m.group(1) if m else None
+def extract_yesno(text: str, which: str = "first") -> str | None:
+    """'yes' or 'no': the first after an answer trigger, else the first (or last) in the text."""
+    for part in (after_trigger(text), text):
+        found = re.findall(r"\b(yes|no)\b", (part or "").lower())
+        if found:
+            return found[0] if part is not text or which == "first" else found[-1]
+    return None
 
 
 def extract_letter(text: str, n_choices: int) -> int | None:
     """Index of a choice letter: '(B)', 'B.', 'answer is B', a lone 'B'."""
     letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[:n_choices]
+    if n_choices <= 0:
+        return None
+    tail = after_trigger(text)
+    if tail is not None and tail.strip():
+        m = re.match(rf"\s*[:(\s]*([{letters}])\b", tail)
+        if m:
+            return letters.index(m.group(1))
     t = text or ""
     for pat in (rf"\(([{letters}])\)", rf"answer is:?\s*\(?([{letters}])\b", rf"\b([{letters}])[.):]",
                 rf"^\s*([{letters}])\b"):
@@ -80,6 +101,12 @@ def extract_letter(text: str, n_choices: int) -> int | None:
 def extract_label(text: str, words: list[str]) -> int | None:
     """Index of the label word that appears first in ``text`` (whole words, case-insensitive);
     a longer word wins over a shorter one it contains ('very negative' over 'negative')."""
+    tail = after_trigger(text)
+    found = _first_word(tail, words) if tail else None
+    return found if found is not None else _first_word(text, words)
+
+
+def _first_word(text: str, words: list[str]) -> int | None:
     low = (text or "").lower()
     best: tuple[int, int, int] | None = None
     for i, w in enumerate(words):
@@ -112,16 +139,20 @@ def extract(text: str, answer_type: str, *, words: list[str] | None = None, n_ch
     if answer_type == "number":
         return extract_number(text, which)
     if answer_type == "yesno":
-        return extract_yesno(text)
+        return extract_yesno(text, which)
     if answer_type == "choice":
         return extract_letter(text, n_choices)
     if answer_type == "label":
         return extract_label(text, words or [])
-    t = (text or "").strip()
-    low = t.lower()
-    for trig in _TRIGGERS:
-        k = low.rfind(trig)
-        if k >= 0:
-            t = t[k + len(trig):].strip()
-            break
-    return t.splitlines()[0].strip().rstrip(".") if t else None
+    return extract_text(text)
+
+
+def extract_text(text: str) -> str | None:
+    """A free-text answer: the first line after an answer trigger (else of the text), without
+    quotes and the final period."""
+    t = after_trigger(text)
+    t = (text if t is None else t).strip().lstrip(":").strip()
+    if not t:
+        return None
+    t = t.splitlines()[0].strip().rstrip(".").strip().strip(_QUOTES).strip().rstrip(".")
+    return t or None

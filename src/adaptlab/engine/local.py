@@ -60,6 +60,7 @@ class LocalLM:
             eos.add(self.tok.eos_token_id)
         self.eos_ids = eos
         self.device = next(self.model.parameters()).device
+        self.finish_reasons: list[list[str]] = []  # of the last generate(): stop string | "eos" | "length"
 
     # ------------------------------------------------------------------ tokenization
     def encode(self, text: str) -> list[int]:
@@ -139,9 +140,12 @@ class LocalLM:
         self.cost.prompt_tokens += int(mask.sum())
         return kw
 
-    def _split_prefix(self, seqs: list[list[int]], min_rest: int = 1) -> int:
+    def _split_prefix(self, seqs: list[list[int]], min_rest: int | list[int] = 1) -> int:
+        """Length of the shared prefix worth caching; every row keeps at least ``min_rest``
+        (per row, or one for all) tokens after it, the positions whose logits are read."""
+        rest = min_rest if isinstance(min_rest, list) else [min_rest] * len(seqs)
         P = _common_prefix(seqs)
-        P = min(P, min(len(s) for s in seqs) - min_rest)
+        P = min(P, min(len(s) - r for s, r in zip(seqs, rest)))
         if P < MIN_PREFIX or len(seqs) < 2 and not (self._prefix and len(self._prefix[0]) == P):
             return 0
         return P
@@ -166,7 +170,9 @@ class LocalLM:
                 for j, c in enumerate(conts):
                     seq = self._fit(ctx_ids + c, len(c))[:-1]
                     rows.append((seq, [(i, j, c)]))
-        P = self._split_prefix([r for r, _ in rows]) if rows else 0
+        # every row keeps after the prefix the positions that predict its options
+        need = [max(len(c) for _, _, c in opts) if len(opts) == 1 else 1 for _, opts in rows]
+        P = self._split_prefix([r for r, _ in rows], need) if rows else 0
         prefix = rows[0][0][:P] if P else []
         results: list[list[OptionScore | None]] = [[None] * len(o) for o in options]
         order = sorted(range(len(rows)), key=lambda k: -len(rows[k][0]))
@@ -202,18 +208,21 @@ class LocalLM:
         stop = [s for s in (stop or []) if s]
         encoded = [self._fit(self.encode(p), 0) for p in prompts]
         out: list[list[str]] = [[] for _ in prompts]
+        reasons: list[list[str]] = [[] for _ in prompts]
         # at most ~batch_size rows decode together: group prompts so that groups x n fit
         per = max(1, self.batch_size // max(1, n))
         order = sorted(range(len(prompts)), key=lambda k: -len(encoded[k]))
         for s in range(0, len(order), per):
             idx = order[s: s + per]
-            texts = self._generate_group([encoded[k] for k in idx], n, max_new_tokens,
-                                         temperature, top_p, stop, gen)
+            texts, why = self._generate_group([encoded[k] for k in idx], n, max_new_tokens,
+                                              temperature, top_p, stop, gen)
             for b, k in enumerate(idx):
                 out[k] = texts[b * n:(b + 1) * n]
+                reasons[k] = why[b * n:(b + 1) * n]
             if self.progress:
                 self.progress(len(idx))
         self.cost.seconds += time.perf_counter() - t0
+        self.finish_reasons = reasons     # per completion: the stop string that ended it, "eos" or "length"
         return out
 
     def _sample(self, logits: torch.Tensor, temperature: float, top_p: float, gen) -> torch.Tensor:
@@ -227,7 +236,7 @@ class LocalLM:
             probs = torch.zeros_like(probs).scatter(-1, si, sp)
         return torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1).to(logits.device)
 
-    def _generate_group(self, seqs, n, max_new_tokens, temperature, top_p, stop, gen) -> list[str]:
+    def _generate_group(self, seqs, n, max_new_tokens, temperature, top_p, stop, gen) -> tuple[list[str], list[str]]:
         max_new_tokens = min(max_new_tokens, max(1, self.max_length - max(len(s) for s in seqs)))
         P = self._split_prefix(seqs)
         prefix = seqs[0][:P] if P else []
@@ -246,18 +255,21 @@ class LocalLM:
         generated: list[list[int]] = [[] for _ in range(rows)]
         active = list(range(rows))                                    # row ids still decoding
         texts = [""] * rows
+        why = ["length"] * rows
         for step in range(max_new_tokens):
             nxt = self._sample(last, temperature, top_p, gen).tolist()
             still = []
             for a, row in enumerate(active):
                 t = nxt[a]
                 if t in self.eos_ids:
+                    why[row] = "eos"
                     continue
                 generated[row].append(t)
                 self.cost.generated_tokens += 1
                 if stop:
                     text = self.tok.decode(generated[row], skip_special_tokens=True)
                     if any(s in text for s in stop):
+                        why[row] = "stop"
                         continue
                 still.append(a)
             if not still or step == max_new_tokens - 1:
@@ -278,9 +290,13 @@ class LocalLM:
             cache, last = o.past_key_values, o.logits[:, -1, :]
         for row in range(rows):
             text = self.tok.decode(generated[row], skip_special_tokens=True)
-            cut = min((text.find(s) for s in stop if s in text), default=-1)
-            texts[row] = text[:cut] if cut >= 0 else text
-        return texts
+            hits = [(text.find(s), s) for s in stop if s in text]
+            if hits:
+                cut, first = min(hits)
+                texts[row], why[row] = text[:cut], first
+            else:
+                texts[row] = text
+        return texts, why
 
 
 class EmbeddingLM:

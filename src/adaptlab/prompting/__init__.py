@@ -7,12 +7,27 @@ from __future__ import annotations
 
 from adaptlab.config import build_config
 from adaptlab.errors import ConfigError
+from adaptlab.prompting.ape import APE
+from adaptlab.prompting.calculator import Calculator
 from adaptlab.prompting.common import Prediction
+from adaptlab.prompting.cot import CoT, Direct
+from adaptlab.prompting.few_shot import FewShot
+from adaptlab.prompting.least_to_most import LeastToMost
+from adaptlab.prompting.self_consistency import SelfConsistency
 from adaptlab.prompting.zero_shot import Instruction, ZeroShot
+from adaptlab.prompting.zero_shot_cot import ZeroShotCoT
 
 STRATEGIES: dict[str, type] = {
     "zero-shot": ZeroShot,
     "instruction": Instruction,
+    "few-shot": FewShot,
+    "direct": Direct,
+    "cot": CoT,
+    "zero-shot-cot": ZeroShotCoT,
+    "self-consistency": SelfConsistency,
+    "least-to-most": LeastToMost,
+    "ape": APE,
+    "calculator": Calculator,
 }
 
 

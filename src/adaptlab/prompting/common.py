@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adaptlab.extract import extract
+
+LETTERS_TRIGGER = "Therefore, among A through {last}, the answer is"
 from adaptlab.tasks import Task
 
 
@@ -60,3 +62,25 @@ def parse(task: Task, example: dict, text: str, which: str = "first"):
 
 def with_chat(lm, task: Task, prompt: str, chat: bool | None) -> str:
     return lm.chat(prompt) if (task.chat if chat is None else chat) else prompt
+
+
+def demo_text(task: Task, example: dict, answer: str | None = None) -> str:
+    """One demonstration: the input as the task renders it, then its answer as the task's
+    target formats it (``answer`` overrides the gold answer text; "" gives the input alone)."""
+    if answer == "":
+        return task.render(example)
+    return task.render(example) + (task.target_text(example) if answer is None else task.target.format(answer=answer))
+
+
+def join_demos(task: Task, demos: list[str], query: str, head: str = "") -> str:
+    """[head] demo_1 <sep> ... demo_k <sep> query, with the task's demonstration separator."""
+    parts = ([head] if head else []) + demos + [query]
+    return task.demo_separator.join(parts)
+
+
+def predict_prompts(lm, task: Task, prompts: list[str], examples: list[dict], normalize: str = "sum",
+                    **gen) -> list[Prediction]:
+    """Score the options (classification, multiple choice) or generate and extract (qa)."""
+    if task.schema == "qa":
+        return by_generation(lm, task, prompts, examples, **gen)
+    return by_options(lm, task, prompts, examples, normalize)

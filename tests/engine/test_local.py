@@ -1,0 +1,103 @@
+"""The local engine against plain Hugging Face computations on a tiny random Llama."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adaptlab.engine.local import LocalLM
+
+DEMOS = ("Review: a great movie with a fine cast\nSentiment: positive\n\n"
+         "Review: an awful boring film\nSentiment: negative\n\n")
+
+
+def full_logprobs(bb, context: str, option: str) -> list[float]:
+    """log P(option tokens | context) from one plain forward over context + option."""
+    lm = LocalLM(bb)
+    ctx, cont = lm._encode_pair(context, option)
+    ids = torch.tensor([ctx + cont])
+    with torch.no_grad():
+        logp = F.log_softmax(bb.model(input_ids=ids).logits.float(), -1)[0]
+    return [logp[len(ctx) - 1 + i, t].item() for i, t in enumerate(cont)]
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_score_matches_full_forward(tiny_decoder, shared):
+    head = DEMOS if shared else ""
+    contexts = [head + "Review: great fine cast\nSentiment:", head + "Review: boring\nSentiment:",
+                head + "Review: The price is terrible. I'm returning it.\nSentiment:"]
+    options = [[" positive", " negative"], [" positive", " negative"], [" good value", " bad", " terrible price"]]
+    lm = LocalLM(tiny_decoder, batch_size=2)
+    got = lm.score(contexts, options)
+    for c, opts, row in zip(contexts, options, got):
+        for o, s in zip(opts, row):
+            ref = full_logprobs(tiny_decoder, c, o)
+            assert len(s.token_logprobs) == len(ref)
+            assert s.logprob == pytest.approx(sum(ref), abs=1e-4)
+            assert s.token_logprobs == pytest.approx(ref, abs=1e-4)
+    if shared:
+        assert lm._prefix is not None and len(lm._prefix[0]) >= 8     # the demos were cached
+        # a second call over the same demos reuses the cached KV (no new prefix forward)
+        kv = lm._prefix[1]
+        lm.score(contexts[:2], options[:2])
+        assert lm._prefix[1] is kv
+
+
+def test_score_single_context_multi_token_options_sharing_tokens(tiny_decoder):
+    # options that share their first tokens must not be cut into the cached prefix
+    c = DEMOS + "Review: fine\nSentiment:"
+    opts = [" very positive", " very negative"]
+    got = LocalLM(tiny_decoder).score([c], [opts])[0]
+    for o, s in zip(opts, got):
+        assert s.logprob == pytest.approx(sum(full_logprobs(tiny_decoder, c, o)), abs=1e-4)
+
+
+def test_greedy_generate_equals_hf_generate(tiny_decoder):
+    bb = tiny_decoder
+    prompts = ["Question: Tom has 3 apples", DEMOS + "Review: a fine cast\nSentiment:",
+               DEMOS + "Review: awful\nSentiment:"]
+    lm = LocalLM(bb, batch_size=8)
+    ours = lm.generate(prompts, n=1, max_new_tokens=12, temperature=0.0)
+    for p, o in zip(prompts, ours):
+        ids = torch.tensor([lm.encode(p)])
+        ref = bb.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                                pad_token_id=bb.tokenizer.pad_token_id)
+        new = ref[0, ids.shape[1]:].tolist()
+        eos = [i for i, t in enumerate(new) if t in lm.eos_ids]
+        new = new[: eos[0]] if eos else new
+        assert o[0] == bb.tokenizer.decode(new, skip_special_tokens=True)
+
+
+def test_n_samples_reproducible_with_seed(tiny_decoder):
+    lm = LocalLM(tiny_decoder)
+    a = lm.generate(["Review: a great movie"], n=4, max_new_tokens=10, temperature=1.0, seed=3)
+    b = lm.generate(["Review: a great movie"], n=4, max_new_tokens=10, temperature=1.0, seed=3)
+    c = lm.generate(["Review: a great movie"], n=4, max_new_tokens=10, temperature=1.0, seed=4)
+    assert a == b and len(a[0]) == 4
+    assert a != c
+    f = lm.cost.forwards
+    lm.generate(["Review: a great movie"], n=4, max_new_tokens=5, temperature=1.0, seed=3)
+    assert lm.cost.forwards - f <= 5            # one prefill + at most 4 decode steps for all 4 samples
+
+
+def test_n_samples_match_sampling_each_alone(tiny_decoder):
+    # with temperature 0 all n samples equal the single greedy completion
+    lm = LocalLM(tiny_decoder)
+    one = lm.generate(["Review: an awful"], n=1, max_new_tokens=8)[0][0]
+    many = lm.generate(["Review: an awful"], n=3, max_new_tokens=8)[0]
+    assert many == [one] * 3
+
+
+def test_stop_strings_cut_rows_independently(tiny_decoder):
+    lm = LocalLM(tiny_decoder)
+    prompts = ["Review: a great movie", "Question: Tom has 3 apples"]
+    free = lm.generate(prompts, n=1, max_new_tokens=16)
+    # pick a stop string that occurs in the first completion only
+    text = free[0][0]
+    stop = next((text[i:i + 2] for i in range(2, len(text) - 1) if text[i:i + 2] not in free[1][0]), None)
+    if stop is None:
+        pytest.skip("random model produced no distinguishing substring")
+    cut = lm.generate(prompts, n=1, max_new_tokens=16, stop=[stop])
+    assert cut[0][0] == text[: text.find(stop)]
+    assert lm.finish_reasons[0] == [stop]
+    assert cut[1][0] == free[1][0]                  # the other row ran on unaffected
+    assert lm.finish_reasons[1][0] in ("eos", "length")
