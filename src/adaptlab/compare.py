@@ -1,0 +1,259 @@
+"""``adaptlab compare``: one task, many ways to adapt one model, one table.
+
+Each run in ``--runs "zero-shot,few-shot:k=8,lora:r=8,prompt-tuning:num_virtual_tokens=20"`` is a
+prompting strategy (``prompting.STRATEGIES``) or a tuning method (``tuning.METHODS``) with its
+``key=value`` options after colons. Every run x seed sees the same test examples (and, for tuning,
+the same train subset and dev split); a prompting run's seed drives its random choices (demo
+draws, sampling), a tuning run's seed drives initialisation and batch order. Tuned models are
+scored with the same zero-shot scoring as prompting, so the numbers are comparable.
+
+``DIR/results.jsonl`` gets one record per finished run x seed (written atomically, in full, after
+each one). Re-running with the same ``--out`` keeps the finished records and redoes the rest;
+an interrupted tuning run continues from its last checkpoint. ``DIR/report.md`` and
+``DIR/report.html`` are rebuilt from the records at the end (``report.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import statistics
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from adaptlab.config import atomic_write_json, atomic_write_text, build_config, check, config_dict
+from adaptlab.errors import ConfigError, UserError
+
+DEFAULT_RUNS = "zero-shot,instruction,few-shot:k=4,head,lora,prompt-tuning"
+RESULTS = "results.jsonl"
+SETTINGS = "compare_config.json"
+
+
+@dataclass
+class CompareConfig:
+    task: str = "reviews"
+    model: str | None = None
+    runs: str = DEFAULT_RUNS
+    seeds: int = 1
+    limit: int | None = None              # test examples (the first N of the test split)
+    data: str | None = None
+    train_limit: int | None = 500         # tuning: train examples (same subset for every run and seed)
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 16
+    eval_limit: int | None = 200          # tuning: dev examples scored per epoch
+
+    def __post_init__(self):
+        check(self.seeds >= 1, f"seeds={self.seeds}: must be at least 1")
+        check(self.limit is None or self.limit >= 1, "limit: must be at least 1")
+        check(self.train_limit is None or self.train_limit >= 1, "train_limit: must be at least 1")
+        check(self.epochs >= 1, "epochs: must be at least 1")
+        check(self.max_steps is None or self.max_steps >= 1, "max_steps: must be at least 1")
+        check(self.batch_size >= 1, "batch_size: must be at least 1")
+
+
+@dataclass
+class RunSpec:
+    label: str                       # as the user wrote it, e.g. "lora:r=8"
+    name: str                        # strategy or method name
+    kind: str                        # "prompt" | "tune"
+    sets: dict = field(default_factory=dict)
+
+
+def parse_runs(text: str) -> list[RunSpec]:
+    """``"zero-shot,few-shot:k=8:selection=balanced,lora:r=8"`` -> RunSpecs, each checked (its
+    options are built into its config) before anything runs."""
+    from adaptlab.prompting import STRATEGIES, make_strategy
+    from adaptlab.tuning import METHODS
+
+    specs, seen = [], set()
+    for item in [s.strip() for s in text.split(",")]:
+        if not item:
+            raise ConfigError(f"--runs {text!r}: empty run name (two commas, or a trailing comma)")
+        name, *opts = [p.strip() for p in item.split(":")]
+        sets = {}
+        for o in opts:
+            k, eq, v = o.partition("=")
+            if not eq or not k.strip():
+                raise ConfigError(f"--runs {item!r}: option {o!r} must be key=value")
+            sets[k.strip().replace("-", "_")] = v.strip()
+        if item in seen:
+            raise ConfigError(f"--runs: {item!r} given twice")
+        seen.add(item)
+        if name in STRATEGIES:
+            make_strategy(name, sets)
+            specs.append(RunSpec(item, name, "prompt", sets))
+        elif name in METHODS:
+            from adaptlab.train import TrainConfig, split_sets
+
+            mvals, tvals = split_sets(METHODS[name].Config, sets)
+            build_config(METHODS[name].Config, mvals, where=f"--runs {item}")
+            build_config(TrainConfig, tvals, where=f"--runs {item}")
+            specs.append(RunSpec(item, name, "tune", sets))
+        else:
+            raise ConfigError(f"--runs: unknown run {name!r}; prompting: {', '.join(STRATEGIES)}; "
+                              f"tuning: {', '.join(METHODS)}")
+    return specs
+
+
+def _safe(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+
+
+def load_results(out: Path) -> list[dict]:
+    f = out / RESULTS
+    if not f.exists():
+        return []
+    recs = []
+    for line in f.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                recs.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise UserError(f"{f}: not a results file written by adaptlab compare (bad JSON)") from None
+    return recs
+
+
+def _write_results(out: Path, recs: list[dict]) -> None:
+    atomic_write_text(out / RESULTS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
+
+
+def _run_prompt(spec: RunSpec, seed: int, backbone, task, test, pool_loader) -> dict:
+    from adaptlab.engine import make_lm
+    from adaptlab.evaluate import evaluate
+    from adaptlab.prompting import make_strategy
+
+    strategy = make_strategy(spec.name, spec.sets)
+    if any(f.name == "seed" for f in dataclasses.fields(strategy)) and "seed" not in spec.sets:
+        strategy.seed = seed
+    pool = pool_loader() if getattr(strategy, "needs_pool", False) else None
+    random.seed(seed)
+    import torch
+
+    torch.manual_seed(seed)
+    lm = make_lm(backbone, truncate=task.truncate)
+    res = evaluate(lm, task, strategy, test, model_name=backbone.name, split="test", pool=pool)
+    return {"metrics": res.metrics, "cost": res.cost, "trainable_params": 0, "adapter_bytes": 0,
+            "train_seconds": 0.0, "config": config_dict(strategy)}
+
+
+def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig, rundir: Path) -> dict:
+    from adaptlab.engine import make_lm
+    from adaptlab.evaluate import evaluate
+    from adaptlab.prompting import make_strategy
+    from adaptlab.train import tune
+    from adaptlab.tuning.io import load_adapter
+
+    sets = dict(spec.sets)
+    tv = {"seed": seed, "train_limit": cfg.train_limit, "epochs": cfg.epochs, "max_steps": cfg.max_steps,
+          "batch_size": cfg.batch_size, "eval_limit": cfg.eval_limit}
+    for k, v in tv.items():
+        sets.setdefault(k, v)
+    sets = {k: v for k, v in sets.items() if v is not None}
+    resume = (rundir / "tune_config.json").exists()
+    stats = tune(task.path or task.name, spec.name, out=str(rundir), sets=sets, resume=resume, data=cfg.data,
+                 backbone=backbone, progress=True)
+    _, tuned = load_adapter(rundir, backbone.name)
+    lm = make_lm(backbone, model=tuned, truncate=task.truncate)
+    res = evaluate(lm, task, make_strategy("zero-shot"), test, model_name=backbone.name, split="test")
+    return {"metrics": res.metrics, "cost": res.cost, "trainable_params": stats["trainable_params"],
+            "adapter_bytes": stats["adapter_bytes"], "train_seconds": stats["train_seconds"],
+            "config": {"method_config": stats["method_config"], "train_config": stats["train_config"]},
+            "adapter": str(rundir), "best_dev": stats.get("best_dev")}
+
+
+def compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dict]:
+    """Run every run x seed not yet in ``out/results.jsonl``; write the report; return the records."""
+    from adaptlab.data import load_split
+    from adaptlab.models import load_backbone, resolve_name
+    from adaptlab.report import write_report
+    from adaptlab.tasks import load_task
+
+    task = load_task(cfg.task)
+    specs = parse_runs(cfg.runs)
+    outp = Path(out)
+    settings = {k: v for k, v in config_dict(cfg).items() if k != "runs"}
+    settings["model"] = resolve_name(cfg.model)
+    if outp.exists() and not outp.is_dir():
+        raise ConfigError(f"{outp}: exists and is not a folder")
+    if (outp / SETTINGS).exists():
+        prev = json.loads((outp / SETTINGS).read_text())
+        diff = [k for k in settings if prev.get(k) != settings[k]]
+        if diff:
+            raise ConfigError(f"{outp}: holds a comparison with other settings ({diff[0]}: {prev.get(diff[0])!r} "
+                              f"vs {settings[diff[0]]!r}); use another --out")
+    elif outp.is_dir() and any(outp.iterdir()):
+        raise ConfigError(f"{outp}: folder is not empty and holds no comparison; choose another --out")
+    test = load_split(task, "test", cfg.data, cfg.limit)       # bad data fails before any model loads
+    pool_cache: dict = {}
+
+    def pool_loader():
+        if "pool" not in pool_cache:
+            pool_cache["pool"] = load_split(task, "train", cfg.data)
+        return pool_cache["pool"]
+
+    backbone = load_backbone(cfg.model)
+    outp.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(outp / SETTINGS, settings)
+    recs = [r for r in load_results(outp) if r.get("status") == "ok"]
+    done = {(r["run"], r["seed"]) for r in recs}
+    todo = [(s, seed) for s in specs for seed in range(cfg.seeds) if (s.label, seed) not in done]
+    if done:
+        print(f"resuming: {len(done)} finished run(s) kept, {len(todo)} to do", file=sys.stderr)
+    for i, (spec, seed) in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {spec.label} seed={seed}", file=sys.stderr)
+        t0 = time.perf_counter()
+        rec = {"run": spec.label, "name": spec.name, "kind": spec.kind, "seed": seed, "task": task.name,
+               "model": backbone.name, "metric": task.metric}
+        try:
+            if spec.kind == "prompt":
+                rec.update(_run_prompt(spec, seed, backbone, task, test, pool_loader))
+            else:
+                rec.update(_run_tune(spec, seed, backbone, task, test, cfg,
+                                     outp / "runs" / f"{_safe(spec.label)}-seed{seed}"))
+            rec["status"] = "ok"
+        except UserError as e:
+            rec.update(status="failed", error=str(e))
+        except Exception as e:  # a crash in one run must not lose the others
+            rec.update(status="failed", error=f"{type(e).__name__}: {e}",
+                       traceback=traceback.format_exc(limit=8))
+        rec["seconds"] = round(time.perf_counter() - t0, 2)
+        recs = [r for r in recs if (r["run"], r["seed"]) != (spec.label, seed)] + [rec]
+        _write_results(outp, recs)
+        if rec["status"] != "ok":
+            print(f"  failed: {rec['error']}", file=sys.stderr)
+    order = {s.label: k for k, s in enumerate(specs)}
+    recs.sort(key=lambda r: (order.get(r["run"], 1e9), r["seed"]))
+    _write_results(outp, recs)
+    write_report(outp, recs, settings)
+    return recs
+
+
+def summarize(recs: list[dict]) -> list[dict]:
+    """One row per run: metric mean ± std over seeds and the mean costs."""
+    rows, by_run = [], {}
+    for r in recs:
+        by_run.setdefault(r["run"], []).append(r)
+    for run, rs in by_run.items():
+        ok = [r for r in rs if r.get("status") == "ok"]
+        row = {"run": run, "kind": rs[0]["kind"], "seeds": len(ok), "status": "ok" if len(ok) == len(rs) else "failed"}
+        if ok:
+            metric = ok[0]["metric"]
+            vals = [r["metrics"][metric] for r in ok]
+            row.update({
+                "metric": metric, "mean": statistics.fmean(vals),
+                "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                "trainable_params": ok[0]["trainable_params"], "adapter_bytes": ok[0]["adapter_bytes"],
+                "train_s": statistics.fmean(r["train_seconds"] for r in ok),
+                "eval_s": statistics.fmean(r["cost"]["wall_seconds"] for r in ok),
+                "calls": ok[0]["cost"]["calls"],
+                "tokens": ok[0]["cost"]["prompt_tokens"] + ok[0]["cost"]["generated_tokens"],
+            })
+        if len(ok) < len(rs):
+            row["error"] = next(r.get("error", "") for r in rs if r.get("status") != "ok")
+        rows.append(row)
+    return rows

@@ -1,0 +1,112 @@
+import json
+
+import pytest
+
+from adaptlab.compare import CompareConfig, compare, load_results, parse_runs, summarize
+from adaptlab.errors import ConfigError
+
+
+@pytest.fixture
+def tiny_folder(tmp_path_factory):
+    from conftest import make_tiny_decoder
+
+    bb = make_tiny_decoder()
+    d = tmp_path_factory.mktemp("m") / "tiny"
+    bb.model.save_pretrained(d)
+    bb.tokenizer.save_pretrained(d)
+    return str(d)
+
+
+def cfg(model, runs="zero-shot,few-shot:k=2,lora:r=2", **kw):
+    base = dict(task="reviews", model=model, runs=runs, limit=6, train_limit=8, max_steps=2, batch_size=4,
+                eval_limit=4)
+    base.update(kw)
+    return CompareConfig(**base)
+
+
+def test_parse_runs():
+    specs = parse_runs("zero-shot,few-shot:k=8:selection=balanced,lora:r=8")
+    assert [(s.name, s.kind, s.sets) for s in specs] == [
+        ("zero-shot", "prompt", {}), ("few-shot", "prompt", {"k": "8", "selection": "balanced"}),
+        ("lora", "tune", {"r": "8"})]
+
+
+@pytest.mark.parametrize("runs, words", [
+    ("zero-shot,,lora", "empty run"), ("magic", "unknown run 'magic'"), ("lora:r", "key=value"),
+    ("lora:r=0", "r"), ("few-shot:k=-1", "k"), ("lora:nope=1", "unknown key"), ("lora,lora", "twice")])
+def test_bad_runs(runs, words):
+    with pytest.raises(ConfigError, match=words):
+        parse_runs(runs)
+
+
+def test_compare_writes_results_and_report_and_resumes(tmp_path, tiny_folder, capsys):
+    out = tmp_path / "cmp"
+    recs = compare(cfg(tiny_folder), str(out))
+    assert [r["run"] for r in recs] == ["zero-shot", "few-shot:k=2", "lora:r=2"]
+    assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
+    lora = recs[2]
+    assert lora["trainable_params"] > 0 and lora["adapter_bytes"] > 0 and recs[0]["trainable_params"] == 0
+    assert (out / "report.md").exists() and (out / "report.html").exists()
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "http" not in html.replace("http-equiv", "")
+    before = (out / "results.jsonl").read_text()
+    capsys.readouterr()
+    again = compare(cfg(tiny_folder), str(out))
+    assert "3 finished run(s) kept, 0 to do" in capsys.readouterr().err
+    assert (out / "results.jsonl").read_text() == before and len(again) == 3
+
+
+def test_interrupted_compare_resumes_to_the_same_results(tmp_path, tiny_folder, monkeypatch):
+    import adaptlab.compare as C
+
+    full = compare(cfg(tiny_folder), str(tmp_path / "a"))
+    real = C._run_tune
+    calls = {"n": 0}
+
+    def killed(*a, **k):
+        calls["n"] += 1
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(C, "_run_tune", killed)
+    with pytest.raises(KeyboardInterrupt):
+        compare(cfg(tiny_folder), str(tmp_path / "b"))
+    kept = load_results(tmp_path / "b")
+    assert [r["run"] for r in kept] == ["zero-shot", "few-shot:k=2"]
+    monkeypatch.setattr(C, "_run_tune", real)
+    resumed = compare(cfg(tiny_folder), str(tmp_path / "b"))
+
+    def key(rs):
+        return [(r["run"], r["seed"], r["metrics"]) for r in rs]
+
+    assert key(resumed) == key(full)
+
+
+def test_failed_run_is_a_row_and_others_finish(tmp_path, tiny_folder, monkeypatch):
+    import adaptlab.compare as C
+
+    def boom(*a, **k):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(C, "_run_tune", boom)
+    recs = compare(cfg(tiny_folder, runs="zero-shot,lora"), str(tmp_path / "c"))
+    assert [r["status"] for r in recs] == ["ok", "failed"]
+    rows = summarize(recs)
+    assert rows[1]["status"] == "failed" and "out of memory" in rows[1]["error"]
+    assert "out of memory" in (tmp_path / "c" / "report.md").read_text()
+
+
+def test_other_settings_in_same_out_refused(tmp_path, tiny_folder):
+    out = tmp_path / "d"
+    compare(cfg(tiny_folder, runs="zero-shot"), str(out))
+    with pytest.raises(ConfigError, match="other settings"):
+        compare(cfg(tiny_folder, runs="zero-shot", limit=5), str(out))
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "x").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        compare(cfg(tiny_folder, runs="zero-shot"), str(tmp_path / "e"))
+
+
+def test_results_jsonl_has_resolved_config(tmp_path, tiny_folder):
+    recs = compare(cfg(tiny_folder, runs="few-shot:k=2"), str(tmp_path / "f"))
+    line = json.loads((tmp_path / "f" / "results.jsonl").read_text().splitlines()[0])
+    assert line["config"]["k"] == 2 and line == recs[0]

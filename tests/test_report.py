@@ -1,0 +1,51 @@
+"""Report rendering on recorded results (no model runs)."""
+
+from adaptlab.compare import summarize
+from adaptlab.report import format_table, write_report
+
+
+def rec(run, name, kind, seed, acc, params=0, nbytes=0, cfg=None, status="ok", error=None):
+    r = {"run": run, "name": name, "kind": kind, "seed": seed, "task": "reviews", "model": "m",
+         "metric": "accuracy", "status": status}
+    if status == "ok":
+        r.update(metrics={"accuracy": acc, "n": 100}, trainable_params=params, adapter_bytes=nbytes,
+                 train_seconds=10.0 if kind == "tune" else 0.0, config=cfg or {},
+                 cost={"calls": 100, "prompt_tokens": 1000, "generated_tokens": 0, "wall_seconds": 3.0})
+    else:
+        r["error"] = error
+    return r
+
+
+RECORDS = [
+    rec("zero-shot", "zero-shot", "prompt", 0, 0.6),
+    rec("few-shot:k=2", "few-shot", "prompt", 0, 0.65, cfg={"k": 2, "labels": "gold"}),
+    rec("few-shot:k=8", "few-shot", "prompt", 0, 0.7, cfg={"k": 8, "labels": "gold"}),
+    rec("few-shot:labels=flipped:p=0.5", "few-shot", "prompt", 0, 0.55, cfg={"k": 8, "labels": "flipped", "p": 0.5}),
+    rec("lora", "lora", "tune", 0, 0.9, params=100_000, nbytes=400_000),
+    rec("lora", "lora", "tune", 1, 0.92, params=100_000, nbytes=400_000),
+    rec("prefix", "prefix", "tune", 0, None, status="failed", error="RuntimeError: boom"),
+]
+
+
+def test_summary_mean_std_and_failed():
+    rows = {r["run"]: r for r in summarize(RECORDS)}
+    assert abs(rows["lora"]["mean"] - 0.91) < 1e-9 and rows["lora"]["seeds"] == 2 and rows["lora"]["std"] > 0
+    assert rows["prefix"]["status"] == "failed" and rows["prefix"]["error"] == "RuntimeError: boom"
+
+
+def test_write_report(tmp_path):
+    info = write_report(tmp_path, RECORDS, {"task": "reviews", "model": "m", "seeds": 2, "limit": 100})
+    assert set(info["plots"]) == {"metric_vs_params", "metric_vs_bytes", "cost", "accuracy_vs_k",
+                                  "accuracy_vs_flipped"}
+    md = (tmp_path / "report.md").read_text()
+    assert "| lora | tune | accuracy | 0.9100 |" in md and "RuntimeError: boom" in md
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("<img") == 5 and 'class="failed"' in html and "<script" not in html
+    for p in info["plots"]:
+        assert (tmp_path / f"{p}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_format_table_aligns():
+    t = format_table([{"a": "x", "b": 1.5}, {"a": "longer", "b": 10}])
+    lines = t.splitlines()
+    assert len({len(line) for line in lines[1:]}) == 1  # separator and numeric rows
