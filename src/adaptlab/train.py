@@ -508,6 +508,7 @@ def tune(task: str, method: str, model: str | None = None, *, out: str, sets: di
     if backbone is None:
         backbone = load_backbone(model)
     check_task(backbone, spec)
+    torch.manual_seed(tcfg.seed)                      # the method's initialisation is seeded too
     tuned = apply_method(backbone, method, mcfg, spec)
     resolved["lr"] = tcfg.lr if tcfg.lr is not None else m.lr
     outp.mkdir(parents=True, exist_ok=True)

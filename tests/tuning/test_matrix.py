@@ -9,7 +9,8 @@ import torch
 from adaptlab.tasks import load_task
 from adaptlab.train import TrainConfig, train
 from adaptlab.tuning import METHODS, apply_method
-from adaptlab.tuning.io import load_adapter
+from adaptlab.tuning.io import adapter_bytes, load_adapter
+from tuning_fixtures import load_tiny, tiny_dirs  # noqa: F401,E402  (fixtures)
 
 KINDS = ("decoder", "encoder")
 
@@ -43,7 +44,8 @@ def test_apply_step_save_load(method, kind, load_tiny, tmp_path):
     assert all(torch.equal(base_state[k], v) for k, v in bb.model.state_dict().items())
     assert all(p.requires_grad for p in bb.model.parameters())
     bb2, loaded = load_adapter(tmp_path / "run")
-    assert loaded.method == method and loaded.n_trainable() == tuned.n_trainable()
+    # the saved form (prefix / P-tuning save their encoder's output, as peft does) loads back whole
+    assert loaded.method == method and adapter_bytes(loaded) == adapter_bytes(tuned)
     tuned.eval()
     ids = torch.tensor([bb.tokenizer("Review: a great movie\nSentiment:")["input_ids"]])
     assert torch.equal(_outputs(tuned, ids), _outputs(loaded, ids))

@@ -41,18 +41,28 @@ def default_from_file_keys(state: dict) -> dict:
     return {(k[len("base_model."):] if k.startswith("base_model.model.") else k): v for k, v in state.items()}
 
 
+def saved_config(tuned):
+    """The method config as saved. A method may save another form than it trains through the
+    optional hooks ``saved_config(cfg) -> cfg`` and ``saved_state(tuned) -> state`` (prefix tuning
+    and P-tuning save the prompts their encoder produced, as peft does, not the encoder)."""
+    from adaptlab.tuning import get_method
+
+    mod = get_method(tuned.method).module
+    return mod.saved_config(tuned.method_config) if hasattr(mod, "saved_config") else tuned.method_config
+
+
 def _file_state(tuned) -> dict:
     from adaptlab.tuning import get_method
 
     mod = get_method(tuned.method).module
-    state = tuned.trainable_state()
+    state = mod.saved_state(tuned) if hasattr(mod, "saved_state") else tuned.trainable_state()
     to_keys = getattr(mod, "to_file_keys", default_file_keys)
     return to_keys(state)
 
 
 def adapter_bytes(tuned) -> int:
-    """Bytes of the trained tensors (what adapter_model.safetensors holds, without its header)."""
-    return sum(v.numel() * v.element_size() for v in tuned.trainable_state().values())
+    """Bytes of the saved tensors (what adapter_model.safetensors holds, without its header)."""
+    return sum(v.numel() * v.element_size() for v in _file_state(tuned).values())
 
 
 def peft_config(tuned, base_name: str) -> dict:
@@ -62,7 +72,7 @@ def peft_config(tuned, base_name: str) -> dict:
     d = {"base_model_name_or_path": base_name, "revision": None,
          "task_type": "CAUSAL_LM" if tuned.kind == "decoder" else "FEATURE_EXTRACTION",
          "inference_mode": True}
-    d.update(mod.to_peft_config(tuned.method_config, tuned))
+    d.update(mod.to_peft_config(saved_config(tuned), tuned))
     return d
 
 
@@ -80,7 +90,7 @@ def save_adapter(out, tuned, *, stats: dict | None = None, meta: dict | None = N
     if tuned.head is not None:
         head = {"pooling": tuned.head.pooling, "n_labels": tuned.head.linear.out_features,
                 "dropout": tuned.head.dropout.p}
-    doc = {"format": FORMAT, "method": tuned.method, "config": config_dict(tuned.method_config),
+    doc = {"format": FORMAT, "method": tuned.method, "config": config_dict(saved_config(tuned)),
            "base": base, "kind": tuned.kind, "head": head,
            "task": tuned.task.to_dict() if tuned.task is not None else None,
            "stats": stats or {}, **(meta or {})}

@@ -1,4 +1,5 @@
-"""Tiny backbones saved to folders, so adapters can name (and reload) their base by path."""
+"""Fixtures for tests/tuning (import them: `from tuning_fixtures import load_tiny, tiny_dirs`): tiny
+backbones saved to folders, so adapters can name (and reload) their base by path."""
 
 from __future__ import annotations
 
