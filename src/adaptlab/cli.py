@@ -172,6 +172,28 @@ def compare_cmd(task, model, runs, seeds, out, limit, data, train_limit, epochs,
     _emit(doc, table + f"\n\nreport: {out}/report.html (and report.md)", as_json, None)
 
 
+@click.command("experiment")
+@click.argument("name")
+@click.option("--task", default=None, help="Task (default: sst2 for icl-*, reviews otherwise).")
+@click.option("--model", default=None, help="Model (default: smollm2-135m-instruct).")
+@click.option("--out", default=None, help="Output folder (default: runs/experiment-<name>-<task>).")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Test examples (first N).")
+@click.option("--data", default=None, help="Folder of <split>.jsonl or hf:<dataset>[:<config>].")
+@click.option("--n-adapters", type=click.IntRange(min=1), default=100, show_default=True, help="storage only.")
+def experiment_cmd(name, task, model, out, seeds, limit, data, n_adapters) -> None:
+    """Presets reproducing the seeds' claims: icl-demos, icl-flipped, specialist-vs-generalist, storage."""
+    from adaptlab.compare import summarize
+    from adaptlab.experiments import run_experiment
+    from adaptlab.report import COLUMNS, _display_rows, format_table
+
+    res = run_experiment(name, task=task, model=model, out=out, seeds=seeds, limit=limit, data=data,
+                         n_adapters=n_adapters)
+    if "records" in res:
+        click.echo(format_table(_display_rows(summarize(res["records"])), COLUMNS))
+        click.echo(f"\nreport: {res['out']}/report.html (and report.md)")
+
+
 COMMANDS: dict[str, click.Command] = {
     "models": models_cmd,
     "tasks": tasks_cmd,
@@ -179,6 +201,7 @@ COMMANDS: dict[str, click.Command] = {
     "tune": tune_cmd,
     "merge": merge_cmd,
     "compare": compare_cmd,
+    "experiment": experiment_cmd,
 }
 
 
