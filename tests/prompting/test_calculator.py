@@ -1,6 +1,5 @@
 """The calculator's evaluator: exact on valid arithmetic, refuses code and unbounded work."""
 
-import ast
 import operator
 from fractions import Fraction
 
@@ -48,17 +47,11 @@ def test_integer_arithmetic_is_exact(nums, ops):
     expr = str(nums[0])
     for n, op in zip(nums[1:], ops):
         expr += f" {op} ({n})"
-    # Python's own integer arithmetic is the oracle (ast-checked to contain only numbers and ops)
-    tree = ast.parse(expr, mode="eval")
-    assert all(isinstance(n, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.operator, ast.unaryop))
-               for n in ast.walk(tree))
-    want = nums[0]
+    # the oracle: + - * folded by hand with Python ints (multiplication binds tighter)
     terms = [nums[0]]
-    for n, op in zip(nums[1:], ops):   # respect precedence: evaluate with Fractions via compile-free fold
-        terms.append(op)
-        terms.append(n)
-    want = _fold(terms)
-    assert safe_eval(expr) == want
+    for n, op in zip(nums[1:], ops):
+        terms += [op, n]
+    assert safe_eval(expr) == _fold(terms)
 
 
 def _fold(terms):

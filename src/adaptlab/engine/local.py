@@ -46,6 +46,7 @@ class LocalLM:
                  truncate: str = "left", progress=None):
         self.backbone = backbone
         self.model = model if model is not None else backbone.model
+        self.plain = model is None or model is backbone.model   # a bare HF model: may skip all-ones masks
         self.tok = backbone.tokenizer
         self.batch_size = batch_size
         cfg_max = getattr(self.model.config, "max_position_embeddings", None) or 2048
@@ -140,6 +141,15 @@ class LocalLM:
         self.cost.prompt_tokens += int(mask.sum())
         return kw
 
+    def _forward(self, **kw):
+        """A model call. For the bare HF model an all-ones mask is dropped so attention takes its
+        unmasked fast path (no [B, 1, q, k] mask is built; n samples of one prompt never need
+        one); wrapped (tuned) models always get the mask."""
+        m = kw.get("attention_mask")
+        if self.plain and m is not None and bool(m.all()):
+            kw["attention_mask"] = None
+        return self.model(**kw)
+
     def _split_prefix(self, seqs: list[list[int]], min_rest: int | list[int] = 1) -> int:
         """Length of the shared prefix worth caching; every row keeps at least ``min_rest``
         (per row, or one for all) tokens after it, the positions whose logits are read."""
@@ -181,7 +191,7 @@ class LocalLM:
             batch = [rows[k][0][P:] for k in idx]
             K = max(len(c) for k in idx for _, _, c in rows[k][1])
             kw = self._batch_inputs(batch, prefix)
-            logits = self.model(**kw, logits_to_keep=K).logits  # [B, K, V]
+            logits = self._forward(**kw, logits_to_keep=K).logits  # [B, K, V]
             logp = F.log_softmax(logits.float(), dim=-1)
             for b, k in enumerate(idx):
                 for i, j, c in rows[k][1]:
@@ -241,7 +251,7 @@ class LocalLM:
         P = self._split_prefix(seqs)
         prefix = seqs[0][:P] if P else []
         kw = self._batch_inputs([s[P:] for s in seqs], prefix)
-        out = self.model(**kw, logits_to_keep=1)
+        out = self._forward(**kw, logits_to_keep=1)
         cache = out.past_key_values
         last = out.logits[:, -1, :]                                   # [B, V]
         pos = kw["position_ids"][:, -1:]                              # [B, 1]
@@ -284,8 +294,8 @@ class LocalLM:
             mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=mask.device)], 1)
             pos = pos + 1
             ids = torch.tensor([[t] for t in nxt], device=self.device)
-            o = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                           past_key_values=cache, use_cache=True)
+            o = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos,
+                              past_key_values=cache, use_cache=True)
             self.cost.forwards += 1
             cache, last = o.past_key_values, o.logits[:, -1, :]
         for row in range(rows):

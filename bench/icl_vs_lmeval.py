@@ -1,0 +1,108 @@
+"""8-shot SST-2 in lm-evaluation-harness 0.4 and in adaptlab, side by side in one run.
+
+Same model (the default decoder's dequantized safetensors folder), same data (SST-2 validation,
+first N), same 8 demonstrations (the first 8 of train; lm-eval's ``first_n`` sampler), same
+template ("Review: {text}\\nSentiment:" + " " + label word, demos joined by a blank line), same
+batch size. Timed: the evaluation only (both models are loaded before the clock starts).
+
+    pip install "lm-eval>=0.4,<0.5"        # bench-only; not an adaptlab dependency
+    ADAPTLAB_DATA_DIR=/work/shared/data python bench/icl_vs_lmeval.py [--limit 200] [--k 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TASK_YAML = """task: adaptlab_sst2_icl
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    train: {train}
+    validation: {validation}
+output_type: multiple_choice
+training_split: train
+validation_split: validation
+fewshot_split: train
+doc_to_text: "Review: {{{{text}}}}\\nSentiment:"
+doc_to_target: "{{{{['negative', 'positive'].index(label)}}}}"
+doc_to_choice: ["negative", "positive"]
+target_delimiter: " "
+fewshot_delimiter: "\\n\\n"
+fewshot_config:
+  sampler: first_n
+metric_list:
+  - metric: acc
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--limit", type=int, default=200)
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=16)
+    args = ap.parse_args()
+    try:
+        import lm_eval
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        sys.exit('lm-eval is not installed: pip install "lm-eval>=0.4,<0.5"  (bench-only dependency)')
+
+    from adaptlab.data import load_split
+    from adaptlab.engine.local import LocalLM
+    from adaptlab.evaluate import evaluate
+    from adaptlab.models import _dequantize_gguf, default_path, load_backbone
+    from adaptlab.prompting import make_strategy
+    from adaptlab.tasks import load_task
+
+    data = Path(os.environ.get("ADAPTLAB_DATA_DIR", "/work/shared/data")) / "sst2"
+    folder = _dequantize_gguf(default_path("smollm2-135m-instruct"))
+
+    # ---------------------------------------------------------------- adaptlab
+    backbone = load_backbone("smollm2-135m-instruct")
+    task = load_task("sst2")
+    examples = load_split(task, "validation", str(data))[: args.limit]
+    pool = load_split(task, "train", str(data))
+    strategy = make_strategy("few-shot", {"k": args.k, "selection": "first", "order": "fixed"})
+    lm = LocalLM(backbone, batch_size=args.batch_size)
+    t0 = time.perf_counter()
+    res = evaluate(lm, task, strategy, examples, pool=pool)
+    ours_s = time.perf_counter() - t0
+    ours_acc = res.metrics["accuracy"]
+
+    # ---------------------------------------------------------------- lm-eval
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "adaptlab_sst2_icl.yaml").write_text(
+            TASK_YAML.format(train=data / "train.jsonl", validation=data / "validation.jsonl"))
+        hf = HFLM(pretrained=str(folder), dtype="float32", batch_size=args.batch_size, device="cpu")
+        tm = TaskManager(include_path=tmp)
+        t0 = time.perf_counter()
+        out = lm_eval.simple_evaluate(model=hf, tasks=["adaptlab_sst2_icl"], num_fewshot=args.k,
+                                      limit=args.limit, task_manager=tm, log_samples=True, bootstrap_iters=0)
+        theirs_s = time.perf_counter() - t0
+    theirs_acc = out["results"]["adaptlab_sst2_icl"]["acc,none"]
+    sample = out["samples"]["adaptlab_sst2_icl"][0]
+    same_prompt = sample["arguments"][0][0] == res.records[0]["prompt"] if "arguments" in sample else None
+
+    row = {"n": len(examples), "k": args.k, "batch_size": args.batch_size,
+           "adaptlab_acc": round(ours_acc, 4), "lmeval_acc": round(theirs_acc, 4),
+           "acc_diff_points": round(100 * (ours_acc - theirs_acc), 2),
+           "adaptlab_s": round(ours_s, 2), "lmeval_s": round(theirs_s, 2),
+           "speedup": round(theirs_s / ours_s, 2), "same_first_prompt": same_prompt,
+           "lmeval_version": lm_eval.__version__}
+    print(f"{'':10} {'accuracy':>9} {'seconds':>8}")
+    print(f"{'adaptlab':10} {ours_acc:9.4f} {ours_s:8.2f}")
+    print(f"{'lm-eval':10} {theirs_acc:9.4f} {theirs_s:8.2f}")
+    print(f"speed-up {row['speedup']}x, accuracy difference {row['acc_diff_points']} points, "
+          f"identical first prompt: {same_prompt}")
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
