@@ -1,0 +1,134 @@
+"""The bad-input catalog: every row is a CLI invocation with one broken input. Each must exit
+with code 2, print exactly one line on stderr naming the file (and line) or the value, print no
+traceback, and leave no new file behind."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from adaptlab.cli import main
+
+GOOD_ROW = '{"text": "The price is great. I\'m keeping it.", "label": "positive"}'
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """Model folders and adapters the rows start from (built once)."""
+    from conftest import make_tiny_decoder
+
+    from adaptlab.train import tune
+
+    root = tmp_path_factory.mktemp("assets")
+    for seed, name in ((0, "tiny"), (1, "other")):
+        bb = make_tiny_decoder(seed)
+        bb.model.save_pretrained(root / name)
+        bb.tokenizer.save_pretrained(root / name)
+    tune("reviews", "lora", model=str(root / "tiny"), out=str(root / "lora"), sets={"r": "2", "eval": "false"},
+         max_steps=1, train_limit=4, batch_size=2, progress=False)
+    (root / "broken.gguf").write_bytes(b"GGUF" + b"\0" * 40)
+    return root
+
+
+def _adapter_variant(assets, work, how):
+    d = work / "adapter"
+    shutil.copytree(assets / "lora", d)
+    w = d / "adapter_model.safetensors"
+    if how == "no_config":
+        (d / "adapter_config.json").unlink()
+    elif how == "no_weights":
+        w.unlink()
+    elif how == "pickle":
+        w.unlink()
+        (d / "adapter_model.bin").write_bytes(b"\x80\x04not really a pickle")
+    elif how == "truncated":
+        w.write_bytes(w.read_bytes()[: len(w.read_bytes()) // 2])
+    elif how == "shape":
+        from safetensors.torch import load_file, save_file
+
+        t = load_file(w)
+        k = sorted(t)[0]
+        t[k] = t[k].new_zeros((t[k].shape[0] + 3, *t[k].shape[1:]))
+        save_file(t, w)
+    return str(d)
+
+
+def _data(work, name, content):
+    p = work / name
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return str(p)
+
+
+EVAL = ["eval", "--task", "reviews", "--limit", "2"]
+# (id, builder(assets, work) -> argv, words expected in the one line)
+ROWS = [
+    # data
+    ("data-missing", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--data", str(w / "nope.jsonl")], "nope.jsonl: file not found"),
+    ("data-empty", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--data", _data(w, "e.jsonl", "")], "e.jsonl: file is empty"),
+    ("data-not-utf8", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--data", _data(w, "l.jsonl", GOOD_ROW.encode() + b'\n{"text": "caf\xe9"}\n')], "l.jsonl:2: not UTF-8"),
+    ("data-bad-json", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--data", _data(w, "b.jsonl", GOOD_ROW + "\n" + GOOD_ROW + "\n{oops\n")], "b.jsonl:3: bad JSON"),
+    ("data-missing-field", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--data", _data(w, "m.jsonl", '{"label": "positive"}\n')], "m.jsonl:1: missing field 'text'"),
+    ("data-wrong-type", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--data", _data(w, "t.jsonl", '{"text": ["a"], "label": "positive"}\n')], "t.jsonl:1: field 'text': expected text"),
+    ("data-label-outside", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--data", _data(w, "o.jsonl", GOOD_ROW + '\n{"text": "x", "label": "meh"}\n')], "o.jsonl:2: label 'meh'"),
+    ("data-empty-text", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--data", _data(w, "x.jsonl", '{"text": "  ", "label": "positive"}\n')], "x.jsonl:1: field 'text' is empty"),
+    ("data-csv-dup-header", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--data", _data(w, "d.csv", "text,label,text\na,positive,b\n")], "d.csv:1: duplicate column 'text'"),
+    # task YAML
+    ("task-unknown-key", lambda a, w: ["eval", "--task", _data(w, "t.yaml", "name: t\nschema: classification\nlabels: [a, b]\ntemplate: '{text}'\ncolour: red\n")], "unknown key 'colour'"),
+    ("task-duplicate-key", lambda a, w: ["eval", "--task", _data(w, "t.yaml", "name: t\nname: u\nschema: classification\nlabels: [a, b]\ntemplate: '{text}'\n")], "duplicate key 'name'"),
+    ("task-missing-template", lambda a, w: ["eval", "--task", _data(w, "t.yaml", "name: t\nschema: classification\nlabels: [a, b]\n")], "missing required key 'template'"),
+    ("task-template-field", lambda a, w: ["eval", "--task", _data(w, "t.yaml", "name: t\nschema: classification\nlabels: [a, b]\ntemplate: 'Q: {question}'\n")], "{question}"),
+    ("task-unknown-name", lambda a, w: ["eval", "--task", "sst3"], "sst3: unknown task"),
+    # CLI values
+    ("cli-unknown-strategy", lambda a, w: EVAL + ["--prompt", "telepathy"], "telepathy"),
+    ("cli-unknown-method", lambda a, w: ["tune", "--task", "reviews", "--method", "magic", "--out", str(w / "o")], "magic"),
+    ("cli-set-unknown-key", lambda a, w: ["tune", "--task", "reviews", "--method", "lora", "--set", "rank=8", "--model", str(a / "tiny"), "--out", str(w / "o")], "'rank'"),
+    ("cli-set-wrong-type", lambda a, w: ["tune", "--task", "reviews", "--method", "lora", "--set", "r=eight", "--model", str(a / "tiny"), "--out", str(w / "o")], "r='eight'"),
+    ("cli-set-zero", lambda a, w: ["tune", "--task", "reviews", "--method", "lora", "--set", "r=0", "--model", str(a / "tiny"), "--out", str(w / "o")], "r=0"),
+    ("cli-negative-limit", lambda a, w: EVAL[:3] + ["--limit", "-5"], "-5"),
+    ("cli-zero-batch", lambda a, w: ["tune", "--task", "reviews", "--method", "lora", "--batch-size", "0", "--out", str(w / "o")], "--batch-size"),
+    ("cli-set-malformed", lambda a, w: EVAL + ["--set", "k"], "key=value"),
+    # adapters
+    ("adapter-folder-missing", lambda a, w: EVAL + ["--adapter", str(w / "none")], "adapter folder not found"),
+    ("adapter-config-missing", lambda a, w: EVAL + ["--adapter", _adapter_variant(a, w, "no_config")], "adapter_config.json"),
+    ("adapter-weights-missing", lambda a, w: EVAL + ["--adapter", _adapter_variant(a, w, "no_weights")], "adapter_model.safetensors"),
+    ("adapter-pickle", lambda a, w: EVAL + ["--adapter", _adapter_variant(a, w, "pickle")], "pickle"),
+    ("adapter-truncated", lambda a, w: EVAL + ["--adapter", _adapter_variant(a, w, "truncated")], "safetensors"),
+    ("adapter-shape", lambda a, w: EVAL + ["--adapter", _adapter_variant(a, w, "shape")], "shape"),
+    ("adapter-other-base", lambda a, w: EVAL + ["--adapter", _adapter_variant(a, w, "ok"), "--model", str(a / "other")], "trained on base"),
+    # models
+    ("model-unknown", lambda a, w: EVAL + ["--model", "no-such-model-anywhere"], "no-such-model-anywhere"),
+    ("model-unreadable-gguf", lambda a, w: EVAL + ["--model", str(a / "broken.gguf")], "broken.gguf: cannot read this GGUF"),
+]
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r[0] for r in ROWS])
+def test_bad_input(row, assets, tmp_path, monkeypatch, capsys):
+    _, build, words = row
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("ADAPTLAB_CACHE", str(tmp_path / "cache"))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    argv = build(assets, work)
+    if argv[0] in ("eval", "compare") and "--out" not in argv:
+        argv = argv + ["--out", str(work / "result.json")]
+    before, assets_before = _files(work), _files(assets)
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert e.value.code == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and words in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert _files(work) == before, "new files left behind"
+    assert _files(assets) == assets_before
+
+
+def test_catalog_is_big_enough():
+    assert len(ROWS) >= 25
