@@ -1,0 +1,170 @@
+"""The one training loop: batching, objectives, resume equivalence, and `adaptlab tune`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adaptlab.data import load_split
+from adaptlab.engine.local import LocalLM
+from adaptlab.errors import ConfigError
+from adaptlab.tasks import load_task, load_task_file
+from adaptlab.train import TrainConfig, collate, encode_lm, featurize, make_batches, train
+from adaptlab.tuning import apply_method
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(1, 200), min_size=1, max_size=400), st.integers(1, 9), st.integers(0, 3))
+def test_batches_cover_every_example_once(lengths, bs, epoch):
+    batches = make_batches(lengths, bs, seed=7, epoch=epoch)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert all(1 <= len(b) <= bs for b in batches)
+    assert batches == make_batches(lengths, bs, seed=7, epoch=epoch)
+
+
+def test_length_bucketing_reduces_padding():
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 120, (1600,), generator=g).tolist()
+    pad = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in make_batches(lengths, 16, 0, 0))
+    assert pad < 0.05 * sum(lengths)
+    assert make_batches(lengths, 16, 0, 0) != make_batches(lengths, 16, 0, 1)   # reshuffled per epoch
+
+
+def test_lm_targets_tokenized_like_the_engine(tiny_decoder):
+    lm = LocalLM(tiny_decoder)
+    for ctx, cont in [("Review: great\nSentiment:", " positive"), ("Question: 3+4? Answer: ", "7")]:
+        c, t = lm._encode_pair(ctx, cont)
+        ids, n = encode_lm(tiny_decoder.tokenizer, ctx, cont, 128, add_eos=False)
+        assert ids == c + t and n == len(t)
+    ids, n = encode_lm(tiny_decoder.tokenizer, "x " * 300, " positive", 32, add_eos=True)
+    assert len(ids) == 32 and ids[-1] == tiny_decoder.tokenizer.eos_token_id
+
+
+def test_collate_marks_only_targets(tiny_decoder):
+    task = load_task("reviews")
+    tuned = apply_method(tiny_decoder, "lora", {}, task)
+    exs = load_split(task, "train", limit=3)
+    feats = featurize(tuned, tiny_decoder.tokenizer, task, exs, 64)
+    b = collate(feats, 0)
+    for i, f in enumerate(feats):
+        lab = b["labels"][i]
+        kept = lab[lab != -100].tolist()
+        assert kept == f["ids"][-f["n_target"]:]
+        assert b["attention_mask"][i].sum() == len(f["ids"])
+    word = tiny_decoder.tokenizer.decode(feats[0]["ids"][-feats[0]["n_target"]:])
+    assert word.strip() == task.answer_text(exs[0])
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["decoder", "encoder"])
+def test_resume_is_bitwise_the_uninterrupted_run(kind, tiny_decoder, tiny_encoder, tmp_path):
+    bb = tiny_decoder if kind == "decoder" else tiny_encoder          # the encoder trains with dropout on
+    task = load_task("reviews")
+    exs = load_split(task, "train", limit=40)
+    dev = load_split(task, "dev", limit=8)
+    cfg = TrainConfig(epochs=2, batch_size=4, grad_accum=2, save_every=1, seed=3, lr=5e-3)
+
+    def run(out, kill_at=None, resume=False):
+        torch.manual_seed(0)
+        tuned = apply_method(bb, "lora", {"dropout": 0.1}, task)
+
+        def on_step(step, loss):
+            if kill_at is not None and step == kill_at:
+                raise Killed
+        stats = train(bb, tuned, task, exs, cfg, out, dev_examples=dev, resume=resume, progress=False,
+                      on_step=on_step)
+        return tuned, stats
+
+    ref, ref_stats = run(tmp_path / "ref")
+    with pytest.raises(Killed):
+        run(tmp_path / "cut", kill_at=7)                              # mid-epoch 2 (5 steps per epoch)
+    got, got_stats = run(tmp_path / "cut", resume=True)
+    a, b = ref.trainable_state(), got.trainable_state()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert got_stats["steps"] == ref_stats["steps"] == 10
+    assert got_stats["tokens_seen"] == ref_stats["tokens_seen"]
+    assert got_stats["dev_per_epoch"] == ref_stats["dev_per_epoch"]
+    log = [json.loads(x) for x in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    ref_log = [json.loads(x) for x in (tmp_path / "ref" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [r["step"] for r in ref_log]
+
+
+def test_training_lowers_the_loss(tiny_decoder, tmp_path):
+    task = load_task("reviews")
+    tuned = apply_method(tiny_decoder, "full", {}, task)
+    seen = []
+    train(tiny_decoder, tuned, task, load_split(task, "train", limit=64),
+          TrainConfig(max_steps=30, batch_size=8, lr=3e-3, eval=False, warmup_ratio=0.0), tmp_path / "r",
+          progress=False, on_step=lambda s, loss: seen.append(loss))
+    assert sum(seen[-5:]) < 0.7 * sum(seen[:5])
+
+
+QA_TASK = """name: addqa
+schema: qa
+template: "Question: {question}\\nAnswer:"
+answer_type: number
+metric: exact_match
+splits: {train: train, dev: dev, test: dev}
+"""
+
+
+def test_qa_objective_and_encoder_refusal(tiny_decoder, tiny_encoder, tmp_path):
+    (tmp_path / "addqa.yaml").write_text(QA_TASK)
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"question": f"{a} plus {b}?", "answer": str(a + b)} for a in range(6) for b in range(4)]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (data / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    task = load_task_file(tmp_path / "addqa.yaml")
+    tuned = apply_method(tiny_decoder, "lora", {}, task)
+    feats = featurize(tuned, tiny_decoder.tokenizer, task, rows[:2], 64)
+    assert feats[0]["ids"][-1] == tiny_decoder.tokenizer.eos_token_id      # the answer ends the generation
+    stats = train(tiny_decoder, tuned, task, rows, TrainConfig(max_steps=2, batch_size=4, eval_limit=2),
+                  tmp_path / "out", dev_examples=rows[:2], progress=False)
+    assert stats["dev_metric"] == "exact_match" and len(stats["dev_per_epoch"]) == 1
+    with pytest.raises(ConfigError, match="encoder"):
+        apply_method(tiny_encoder, "lora", {}, task)
+
+
+def _cli(args):
+    from adaptlab.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    return e.value.code
+
+
+def test_tune_command_end_to_end(tiny_decoder, tmp_path, capsys):
+    model = tmp_path / "tiny"
+    tiny_decoder.model.save_pretrained(model)
+    tiny_decoder.tokenizer.save_pretrained(model)
+    out = tmp_path / "run"
+    base = ["tune", "--task", "reviews", "--method", "lora", "--model", str(model), "--out", str(out),
+            "--max-steps", "3", "--train-limit", "16", "--batch-size", "4", "--set", "r=4",
+            "--set", "eval_limit=4"]
+    assert _cli(base + ["--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["steps"] == 3 and doc["method_config"]["r"] == 4 and doc["train_config"]["eval_limit"] == 4
+    for f in ("adapter_config.json", "adapter_model.safetensors", "adaptlab.json", "tune_config.json", "log.jsonl"):
+        assert (out / f).exists(), f
+    meta = json.loads((out / "adaptlab.json").read_text())
+    assert meta["base"]["fingerprint"] and meta["stats"]["trainable_params"] == doc["trainable_params"]
+    assert meta["stats"]["adapter_bytes"] > 0 and meta["stats"]["tokens_seen"] > 0
+    assert _cli(base) == 2                                              # the run exists: refused
+    assert _cli(base + ["--resume", "--lr", "0.5"]) == 2                # different settings: refused
+    assert _cli(base + ["--resume"]) == 0                               # finished: nothing to do
+    assert _cli(["tune", "--task", "reviews", "--method", "lora", "--model", str(model), "--out",
+                 str(tmp_path / "x"), "--set", "rank=4"]) == 2         # unknown key, one line
+    assert "unknown key 'rank'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    assert _cli(["eval", "--task", "reviews", "--adapter", str(out), "--limit", "4", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["metrics"]["n"] == 4
