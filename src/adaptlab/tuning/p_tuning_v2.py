@@ -1,0 +1,97 @@
+"""P-tuning v2: Liu et al. 2022, "P-Tuning v2: Prompt Tuning Can Be Comparable to Fine-tuning
+Universally Across Scales and Tasks" (ACL 2022).
+
+Deep prompt tuning: continuous prompts at *every* layer, not only at the input. At layer l the
+attention of every real token also reads n trained key/value pairs,
+
+    Attn_l(x) = softmax( Q_l [P^k_l ; K_l]^T / sqrt(d) ) [P^v_l ; V_l],     P^k_l, P^v_l in R^{n x D}
+
+so the prompts act on the whole depth of the model (more tunable capacity: 0.1%-3% of the
+weights, against 0.01% for input-only prompts). Differences from prefix tuning that the paper
+names: (1) no reparameterization by default (the MLP helps on some tasks, hurts on others:
+``prefix_projection=True`` restores it); (2) classification with a randomly initialized linear
+head on the [CLS]/pooled representation instead of a verbalizer; (3) prompt length tuned per
+task (about 20 for simple classification); (4) prefix dropout (0.1 in the authors' code).
+
+Here: the prompts are ``PrefixEncoder`` of ``prefix.py`` (the same P_theta layout [n, 2 L D],
+D = H_kv * d_head) registered under ``deep_prompt_encoder``. Every encoder gets the head (as for
+every method); a decoder uses the LM head over the verbalizer's label words (so the same
+classification and qa tasks run and a tuned decoder still generates) unless
+``classifier=head`` asks for the paper's linear head on the last token. The adapter file is
+peft's PREFIX_TUNING layout (``prompt_embeddings`` [n, 2 L D]) under our own
+``peft_type: "ADAPTLAB_P_TUNING_V2"``; the head, when present, is ``head_classifier.linear.*``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from adaptlab.config import check
+from adaptlab.tuning import prefix as _prefix
+
+MODULE = "deep_prompt_encoder"     # the registered prefix is "deep_prompt_"
+
+
+@dataclass
+class Config:
+    num_virtual_tokens: int = 20            # n, the prompt length at every layer
+    prefix_projection: bool = False         # reparameterize through an MLP (off by default, Sec. 3.2)
+    encoder_hidden_size: int = 512          # the MLP's width when prefix_projection
+    prefix_dropout: float = 0.1             # the authors' code: dropout 0.1 on the prompts
+    classifier: Literal["auto", "head", "verbalizer"] = "auto"   # decoder: auto = verbalizer
+    head_dropout: float = 0.1
+
+    def __post_init__(self):
+        check(1 <= self.num_virtual_tokens <= 1024, f"num_virtual_tokens={self.num_virtual_tokens}: must be in [1, 1024]")
+        check(1 <= self.encoder_hidden_size <= 65536, f"encoder_hidden_size={self.encoder_hidden_size}: must be in [1, 65536]")
+        check(0.0 <= self.prefix_dropout < 1.0, f"prefix_dropout={self.prefix_dropout}: must be in [0, 1)")
+        check(0.0 <= self.head_dropout < 1.0, f"head_dropout={self.head_dropout}: must be in [0, 1)")
+
+    @property
+    def head(self):
+        from adaptlab.tuning import HeadConfig
+
+        return HeadConfig(head_dropout=self.head_dropout)
+
+
+def apply(backbone, config: Config, task=None):
+    from adaptlab.errors import ConfigError
+    from adaptlab.tuning import TunedModel, make_head
+
+    t = TunedModel.wrap(backbone, "p-tuning-v2", config, task)
+    t.add_prompt(MODULE, _prefix.make_encoder(t.model, config))
+    if config.classifier == "verbalizer" and backbone.kind == "encoder":
+        raise ConfigError("p-tuning-v2: classifier=verbalizer needs a decoder; an encoder classifies with a head")
+    if config.classifier == "head" and backbone.kind == "decoder":
+        make_head(t, task, config.head)                                     # pooled on the last token
+    return t
+
+
+def saved_config(cfg: Config) -> Config:
+    return dataclasses.replace(cfg, prefix_projection=False)
+
+
+def saved_state(tuned):
+    return _prefix.folded_state(tuned, MODULE)
+
+
+def to_file_keys(state: dict) -> dict:
+    return _prefix.file_keys(state, MODULE)
+
+
+def from_file_keys(state: dict) -> dict:
+    return _prefix.from_file_keys_for(state, MODULE)
+
+
+def to_peft_config(cfg: Config, tuned) -> dict:
+    return {"peft_type": "ADAPTLAB_P_TUNING_V2", **_prefix.peft_fields(cfg, tuned),
+            "prefix_dropout": cfg.prefix_dropout, "classifier": cfg.classifier, "head_dropout": cfg.head_dropout}
+
+
+def from_peft_config(d: dict) -> dict:
+    v = _prefix.values_from_peft(d, "p-tuning-v2")
+    v.update(prefix_dropout=float(d.get("prefix_dropout", 0.1)), classifier=d.get("classifier", "auto"),
+             head_dropout=float(d.get("head_dropout", 0.1)))
+    return v
