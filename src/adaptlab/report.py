@@ -63,6 +63,8 @@ def _display_rows(rows: list[dict]) -> list[dict]:
             d["adapter_bytes"] = _human_bytes(d["adapter_bytes"])
             d["train_s"] = f"{d['train_s']:.1f}"
             d["eval_s"] = f"{d['eval_s']:.1f}"
+            for k in ("trainable_params", "calls", "tokens"):
+                d[k] = f"{d[k]:,}"
         out.append(d)
     return out
 
