@@ -137,3 +137,19 @@ def test_cached_generation_sees_the_prefix(tiny_decoder):
     t = apply_method(bb, "prefix", {"num_virtual_tokens": 4})
     _perturb(t)
     _check_cached_generation(bb, t)
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("method", ["prefix", "prompt-tuning", "p-tuning", "p-tuning-v2", "adapter"])
+def test_real_decoder_cached_generation(method):
+    """The default decoder (grouped-query attention, 3 key/value heads of 64): each method's
+    freshly initialized adapter changes greedy decoding, and the engine's cached decoding equals
+    the no-cache recompute."""
+    from adaptlab.models import load_backbone
+
+    bb = load_backbone("smollm2-135m-instruct")
+    torch.manual_seed(0)
+    t = apply_method(bb, method, {"num_virtual_tokens": 8} if method != "adapter" else {})
+    if method == "adapter":
+        _perturb(t, scale=0.05)
+    _check_cached_generation(bb, t, prompt="Review: a great movie\nSentiment:", steps=5)
