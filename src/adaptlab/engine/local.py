@@ -174,12 +174,14 @@ class LocalLM:
             pairs = [self._encode_pair(ctx, o) for o in opts]
             ctx_ids = pairs[0][0] if pairs else self.encode(ctx)
             conts = [c for _, c in pairs]
+            before = self.cost.truncated
             if all(len(c) == 1 for c in conts):
                 rows.append((self._fit(ctx_ids, 0), [(i, j, c) for j, c in enumerate(conts)]))
             else:
                 for j, c in enumerate(conts):
                     seq = self._fit(ctx_ids + c, len(c))[:-1]
                     rows.append((seq, [(i, j, c)]))
+            self.cost.truncated = before + (self.cost.truncated > before)  # count inputs, not option rows
         # every row keeps after the prefix the positions that predict its options
         need = [max(len(c) for _, _, c in opts) if len(opts) == 1 else 1 for _, opts in rows]
         P = self._split_prefix([r for r, _ in rows], need) if rows else 0
