@@ -28,7 +28,7 @@ from pathlib import Path
 from adaptlab.config import atomic_write_json, atomic_write_text, build_config, check, config_dict
 from adaptlab.errors import ConfigError, UserError
 
-DEFAULT_RUNS = "zero-shot,instruction,few-shot:k=4,head,lora,prompt-tuning"
+DEFAULT_RUNS = "zero-shot,instruction,few-shot:k=4,head,lora"
 RESULTS = "results.jsonl"
 SETTINGS = "compare_config.json"
 
@@ -45,7 +45,7 @@ class CompareConfig:
     epochs: int = 1
     max_steps: int | None = None
     batch_size: int = 16
-    eval_limit: int | None = 200          # tuning: dev examples scored per epoch
+    eval_limit: int | None = 100          # tuning: dev examples scored per epoch
 
     def __post_init__(self):
         check(self.seeds >= 1, f"seeds={self.seeds}: must be at least 1")
