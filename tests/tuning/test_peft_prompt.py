@@ -108,3 +108,29 @@ def test_prompt_tuning_text_init_config_loads_in_peft(load_tiny, tiny_dirs, tmp_
     pm = _peft_load(tmp_path / "a", tiny_dirs["decoder"])          # peft must not need the tokenizer
     w = pm.prompt_encoder["default"].embedding.weight
     assert torch.allclose(w, tuned.prompt_encoder.prompt_embeddings)
+
+
+@pytest.mark.parametrize("method", ["prompt-tuning", "prefix", "p-tuning"])
+def test_encoder_adapter_loads_in_peft(method, load_tiny, tiny_dirs, tmp_path):
+    """On an encoder (peft's FEATURE_EXTRACTION): the same last hidden states, padding included."""
+    from transformers import AutoModel
+
+    bb = load_tiny("encoder")
+    tuned = apply_method(bb, method, {"num_virtual_tokens": 3})
+    _perturb(tuned)
+    save_adapter(tmp_path / "a", tuned)
+    tuned.eval()
+    ids = torch.randint(5, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, -3:] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = peft.PeftModel.from_pretrained(AutoModel.from_pretrained(tiny_dirs["encoder"]), str(tmp_path / "a")).eval()
+    with torch.no_grad():
+        ours = tuned(input_ids=ids, attention_mask=mask).last_hidden_state
+        theirs = pm(input_ids=ids, attention_mask=mask).last_hidden_state
+        plain = bb.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    theirs = theirs[:, theirs.shape[1] - ids.shape[1]:]
+    sel = mask.bool()
+    assert (ours - theirs)[sel].abs().max().item() <= TOL
+    assert (ours - plain)[sel].abs().max().item() > 1e-3
