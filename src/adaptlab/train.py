@@ -263,6 +263,44 @@ def load_checkpoint(ckdir: Path, tuned, optimizer, scheduler) -> dict:
     return state
 
 
+def make_optimizer(tuned, cfg: TrainConfig, lr: float, total: int):
+    """AdamW over the trainable parameters (no weight decay on biases and norms) and the linear
+    warmup / linear decay schedule over ``total`` optimizer steps."""
+    warmup = int(cfg.warmup_ratio * total)
+    params = [p for n, p in tuned.named_parameters() if p.requires_grad]
+    flat = [(n, p) for n, p in tuned.named_parameters() if p.requires_grad]
+    no_decay = [p for n, p in flat if p.ndim < 2 or "norm" in n.lower() or n.endswith(".bias")]
+    decay = [p for n, p in flat if not (p.ndim < 2 or "norm" in n.lower() or n.endswith(".bias"))]
+    groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay},
+                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), params
+
+
+def optimizer_step(accel, objective, optimizer, scheduler, params, batches: list[dict], max_grad_norm: float) -> float:
+    """One optimizer step over ``batches`` (the gradient-accumulation group); returns the loss."""
+    loss_sum = 0.0
+    multi = accel.num_processes > 1
+    for j, batch in enumerate(batches):
+        sync = j == len(batches) - 1
+        with (accel.no_sync(objective) if multi and not sync else nullcontext()), accel.autocast():
+            loss = objective(**batch) / len(batches)
+        accel.backward(loss)
+        loss_sum += float(loss.detach())
+    if max_grad_norm > 0:
+        accel.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -321,23 +359,11 @@ def train(backbone, tuned, task, train_examples: list[dict], cfg: TrainConfig, o
         raise ConfigError(f"{len(feats)} training examples make no batch on {world} processes")
     steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
     total = cfg.max_steps if cfg.max_steps else cfg.epochs * steps_per_epoch
-    warmup = int(cfg.warmup_ratio * total)
-
-    params = [(n, p) for n, p in tuned.named_parameters() if p.requires_grad]
-    no_decay = [p for n, p in params if p.ndim < 2 or "norm" in n.lower() or n.endswith(".bias")]
-    decay = [p for n, p in params if not (p.ndim < 2 or "norm" in n.lower() or n.endswith(".bias"))]
-    groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay},
-                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    optimizer, scheduler, params = make_optimizer(tuned, cfg, lr, total)
     objective = Objective(tuned)
-    objective, optimizer, scheduler = accel.prepare(objective, optimizer, scheduler)
+    # the scheduler is not prepared: Accelerate would step it once per process; ours counts
+    # optimizer steps of one process already
+    objective, optimizer = accel.prepare(objective, optimizer)
 
     st = {"epoch": 0, "micro": 0, "step": 0, "tokens": 0, "seconds": 0.0, "best": None, "best_epoch": None,
           "dev": [], "losses": []}
@@ -392,20 +418,9 @@ def train(backbone, tuned, task, train_examples: list[dict], cfg: TrainConfig, o
             # one optimizer step = up to grad_accum micro-batches
             group = mine[st["micro"]: st["micro"] + cfg.grad_accum]
             t0 = time.perf_counter()
-            loss_sum = 0.0
-            for j, b in enumerate(group):
-                batch = {k: v.to(accel.device) for k, v in collate([feats[i] for i in b], pad).items()}
-                sync = j == len(group) - 1
-                with (nullcontext() if sync or world == 1 else accel.no_sync(objective)), accel.autocast():
-                    loss = objective(**batch) / len(group)
-                accel.backward(loss)
-                loss_sum += float(loss.detach())
-                st["tokens"] += int(batch["attention_mask"].sum())
-            if cfg.max_grad_norm > 0:
-                accel.clip_grad_norm_([p for _, p in params], cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            batches = [{k: v.to(accel.device) for k, v in collate([feats[i] for i in b], pad).items()} for b in group]
+            loss_sum = optimizer_step(accel, objective, optimizer, scheduler, params, batches, cfg.max_grad_norm)
+            st["tokens"] += sum(int(b["attention_mask"].sum()) for b in batches)
             st["micro"] += len(group)
             st["step"] += 1
             st["seconds"] += time.perf_counter() - t0
