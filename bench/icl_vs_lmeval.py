@@ -2,8 +2,9 @@
 
 Same model (the default decoder's dequantized safetensors folder), same data (SST-2 validation,
 first N), same 8 demonstrations (the first 8 of train; lm-eval's ``first_n`` sampler), same
-template ("Review: {text}\\nSentiment:" + " " + label word, demos joined by a blank line), same
-batch size. Timed: the evaluation only (both models are loaded before the clock starts).
+template ("Review: {text}\\nSentiment:" + " " + label word, demos joined by a blank line).
+Batch sizes are each tool's own (adaptlab rows hold one input after the cached demos, lm-eval
+rows hold demos + input, so adaptlab packs more rows per forward for a similar token count). Timed: the evaluation only (both models are loaded before the clock starts).
 
     pip install "lm-eval>=0.4,<0.5"        # bench-only; not an adaptlab dependency
     ADAPTLAB_DATA_DIR=/work/shared/data python bench/icl_vs_lmeval.py [--limit 200] [--k 8]
@@ -45,8 +46,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--k", type=int, default=8)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=64, help="adaptlab rows per forward (a row is one input)")
+    ap.add_argument("--lmeval-batch-size", type=int, default=16, help="lm-eval requests per forward (demos + input)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: on a shared, oversubscribed CPU more threads spin and run slower)")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     try:
         import lm_eval
         from lm_eval.models.huggingface import HFLM
@@ -80,7 +87,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "adaptlab_sst2_icl.yaml").write_text(
             TASK_YAML.format(train=data / "train.jsonl", validation=data / "validation.jsonl"))
-        hf = HFLM(pretrained=str(folder), dtype="float32", batch_size=args.batch_size, device="cpu")
+        hf = HFLM(pretrained=str(folder), dtype="float32", batch_size=args.lmeval_batch_size, device="cpu")
         tm = TaskManager(include_path=tmp)
         t0 = time.perf_counter()
         out = lm_eval.simple_evaluate(model=hf, tasks=["adaptlab_sst2_icl"], num_fewshot=args.k,
@@ -90,7 +97,7 @@ def main() -> None:
     sample = out["samples"]["adaptlab_sst2_icl"][0]
     same_prompt = sample["arguments"][0][0] == res.records[0]["prompt"] if "arguments" in sample else None
 
-    row = {"n": len(examples), "k": args.k, "batch_size": args.batch_size,
+    row = {"n": len(examples), "k": args.k, "batch_size": args.batch_size, "lmeval_batch_size": args.lmeval_batch_size, "threads": args.threads,
            "adaptlab_acc": round(ours_acc, 4), "lmeval_acc": round(theirs_acc, 4),
            "acc_diff_points": round(100 * (ours_acc - theirs_acc), 2),
            "adaptlab_s": round(ours_s, 2), "lmeval_s": round(theirs_s, 2),

@@ -128,7 +128,12 @@ def main() -> None:
     ap.add_argument("--limit-sc", type=int, default=50, help="test examples per self-consistency run")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: on a shared, oversubscribed CPU more threads spin and run slower)")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     if args.table:
         return table()
     if not os.environ.get("ADAPTLAB_DATA_DIR"):

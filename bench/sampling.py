@@ -29,7 +29,12 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=96)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: on a shared, oversubscribed CPU more threads spin and run slower)")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     from adaptlab.data import load_split
     from adaptlab.engine.local import LocalLM
