@@ -101,6 +101,9 @@ def execute(runs: list[dict], batch_size: int) -> None:
         if task.schema == "qa":
             row["examples"] = [{k: rec.get(k) for k in ("gold", "prediction", "raw")} for rec in res.records[:2]]
         done[key(r)] = row
+        # merge with what other processes of this script wrote meanwhile, then write atomically
+        latest = json.loads(OUT.read_text()) if OUT.exists() else {}
+        done = {**latest, **done}
         atomic_write_json(OUT, done)
         print(f"{r['group']:9} {r['task']:12} {r['prompt']:16} {json.dumps(r['sets']):70} "
               f"n={row['n']:3d} {res.metric}={row['score']:.3f} unparsed={row['unparsed']:3d} "

@@ -55,9 +55,14 @@ class ZeroShotCoT:
         if task.schema != "qa":
             preds = by_options(lm, task, second, examples)
         else:
-            outs = lm.generate(second, n=1, max_new_tokens=self.answer_tokens, temperature=0.0, stop=["\n"])
-            preds = [Prediction(prediction=parse(task, ex, o[0]), prompt=p, raw=o[0])
-                     for p, ex, o in zip(second, examples, outs)]
+            # no "\n" stop: small models often open the answer with a newline, which would cut it to ""
+            outs = lm.generate(second, n=1, max_new_tokens=self.answer_tokens, temperature=0.0, stop=["\n\n"])
+            preds = []
+            for p, ex, o, r in zip(second, examples, outs, reasoning):
+                ans = parse(task, ex, o[0])
+                if ans is None:                  # nothing in stage 2: fall back to the reasoning's last answer
+                    ans = parse(task, ex, r, "last")
+                preds.append(Prediction(prediction=ans, prompt=p, raw=o[0]))
         for p, r in zip(preds, reasoning):
             p.extra["reasoning"] = r
         return preds
