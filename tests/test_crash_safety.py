@@ -86,3 +86,35 @@ def test_sigkill_at_ten_points_then_resume_equals_uninterrupted(tmp_path, tiny_f
     for key in a:
         assert (a[key] == b[key]).all(), key
     _check_no_partial_files(out)
+
+
+def _compare_argv(model, out):
+    return [sys.executable, "-m", "adaptlab", "compare", "--task", "reviews", "--model", model, "--out", str(out),
+            "--runs", "zero-shot,few-shot:k=2,lora:r=2", "--limit", "6", "--train-limit", "16", "--max-steps", "6",
+            "--batch-size", "2"]
+
+
+def test_compare_sigkilled_then_rerun_keeps_finished_runs(tmp_path, tiny_folder):
+    env = _env(tmp_path)
+    ref = tmp_path / "ref"
+    subprocess.run(_compare_argv(tiny_folder, ref), env=env, check=True, capture_output=True)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_compare_argv(tiny_folder, out), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:   # kill once the tuning run has started
+        if (out / "runs").exists() and any((out / "runs").iterdir()):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["run"] for r in finished] == ["zero-shot", "few-shot:k=2"]
+    r = subprocess.run(_compare_argv(tiny_folder, out), env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "2 finished run(s) kept, 1 to do" in r.stderr
+    got = [json.loads(line) for line in results.read_text().splitlines()]
+    want = [json.loads(line) for line in (ref / "results.jsonl").read_text().splitlines()]
+    assert [(g["run"], g["metrics"]) for g in got] == [(w["run"], w["metrics"]) for w in want]
+    assert got[:2] == finished                       # finished runs were not redone
