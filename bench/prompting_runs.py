@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-OUT = Path("runs/prompting/results.json")
+OUT = Path("bench/results/prompting.json")
 REASONING = ("coin_flip", "last_letters", "multiarith")
 
 

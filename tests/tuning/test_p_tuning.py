@@ -13,48 +13,7 @@ from adaptlab.errors import ConfigError
 from adaptlab.tuning import apply_method, make_config
 from adaptlab.tuning.io import load_adapter, save_adapter
 from tuning_fixtures import load_tiny, tiny_dirs  # noqa: F401  (fixtures)
-
-
-def _sharpen(bb):
-    """The tiny fixture's projections at std 1/sqrt(fan_in) (not 0.02), so attention depends on
-    content and a prompt visibly changes greedy decoding."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for n, p in bb.model.named_parameters():
-            if n.endswith("proj.weight"):
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
-    return bb
-
-
-def _perturb(tuned, scale=0.5, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in tuned.named_parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * scale)
-
-
-def _greedy_no_cache(tuned, ids, steps):
-    """Reference: recompute the whole sequence at every step, no KV cache."""
-    seq = list(ids)
-    with torch.no_grad():
-        for _ in range(steps):
-            seq.append(int(tuned(input_ids=torch.tensor([seq]), use_cache=False).logits[0, -1].argmax()))
-    return seq[len(ids):]
-
-
-def _check_cached_generation(bb, tuned, prompt="Review: a great movie\nSentiment:", steps=8):
-    """Generation through the engine (KV cache on) sees the adapter: it equals a no-cache greedy
-    recompute with the adapter and differs from the base model's."""
-    from adaptlab.engine.local import LocalLM
-
-    tuned.eval()
-    lm = LocalLM(bb, model=tuned)
-    ref = _greedy_no_cache(tuned, lm.encode(prompt), steps)
-    ref = ref[: next((i for i, t in enumerate(ref) if t in lm.eos_ids), len(ref))]   # the engine stops at EOS
-    out = lm.generate([prompt], max_new_tokens=steps, stop=[])[0][0]
-    assert out == bb.tokenizer.decode(ref, skip_special_tokens=True)
-    assert out != LocalLM(bb).generate([prompt], max_new_tokens=steps, stop=[])[0][0]
+from tuning_fixtures import check_cached_generation, perturb, sharpen
 
 
 def test_config_range_checks():
@@ -98,7 +57,7 @@ def test_saved_in_inference_form(load_tiny, tmp_path):
 
 
 def test_cached_generation_sees_the_prompt(tiny_decoder):
-    bb = _sharpen(tiny_decoder)
+    bb = sharpen(tiny_decoder)
     t = apply_method(bb, "p-tuning", {"num_virtual_tokens": 4})
-    _perturb(t)
-    _check_cached_generation(bb, t)
+    perturb(t)
+    check_cached_generation(bb, t)

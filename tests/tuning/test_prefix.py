@@ -14,48 +14,7 @@ from adaptlab.tuning import apply_method, make_config
 from adaptlab.tuning.io import adapter_bytes, load_adapter, save_adapter
 from adaptlab.tuning.prefix import kv_geometry
 from tuning_fixtures import load_tiny, tiny_dirs  # noqa: F401  (fixtures)
-
-
-def _sharpen(bb):
-    """The tiny fixture's projections at std 1/sqrt(fan_in) (not 0.02), so attention depends on
-    content and a prompt visibly changes greedy decoding."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for n, p in bb.model.named_parameters():
-            if n.endswith("proj.weight"):
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
-    return bb
-
-
-def _perturb(tuned, scale=0.5, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in tuned.named_parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * scale)
-
-
-def _greedy_no_cache(tuned, ids, steps):
-    """Reference: recompute the whole sequence at every step, no KV cache."""
-    seq = list(ids)
-    with torch.no_grad():
-        for _ in range(steps):
-            seq.append(int(tuned(input_ids=torch.tensor([seq]), use_cache=False).logits[0, -1].argmax()))
-    return seq[len(ids):]
-
-
-def _check_cached_generation(bb, tuned, prompt="Review: a great movie\nSentiment:", steps=8):
-    """Generation through the engine (KV cache on) sees the adapter: it equals a no-cache greedy
-    recompute with the adapter and differs from the base model's."""
-    from adaptlab.engine.local import LocalLM
-
-    tuned.eval()
-    lm = LocalLM(bb, model=tuned)
-    ref = _greedy_no_cache(tuned, lm.encode(prompt), steps)
-    ref = ref[: next((i for i, t in enumerate(ref) if t in lm.eos_ids), len(ref))]   # the engine stops at EOS
-    out = lm.generate([prompt], max_new_tokens=steps, stop=[])[0][0]
-    assert out == bb.tokenizer.decode(ref, skip_special_tokens=True)
-    assert out != LocalLM(bb).generate([prompt], max_new_tokens=steps, stop=[])[0][0]
+from tuning_fixtures import check_cached_generation, perturb, sharpen
 
 
 def test_config_range_checks():
@@ -84,7 +43,7 @@ def test_prefix_shapes_follow_the_kv_heads(tiny_decoder):
 def test_saved_adapter_holds_the_resulting_prefixes(load_tiny, tmp_path):
     bb = load_tiny("decoder")
     t = apply_method(bb, "prefix", {"num_virtual_tokens": 4, "encoder_hidden_size": 16})
-    _perturb(t, scale=0.3)
+    perturb(t, scale=0.3)
     save_adapter(tmp_path / "a", t)
     tensors = load_file(tmp_path / "a" / "adapter_model.safetensors")
     assert list(tensors) == ["prompt_embeddings"]
@@ -105,7 +64,7 @@ def test_saved_adapter_holds_the_resulting_prefixes(load_tiny, tmp_path):
 
 def test_padding_and_batching_do_not_change_a_row(tiny_decoder):
     t = apply_method(tiny_decoder, "prefix", {"num_virtual_tokens": 3}).eval()
-    _perturb(t, scale=0.3)
+    perturb(t, scale=0.3)
     ids = torch.tensor([[0, 0, 11, 12, 13], [21, 22, 23, 24, 25]])
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -119,7 +78,7 @@ def test_encoder_prefix_respects_padding(tiny_encoder):
     from adaptlab.tasks import load_task
 
     t = apply_method(tiny_encoder, "prefix", {"num_virtual_tokens": 3}, load_task("reviews")).eval()
-    _perturb(t, scale=0.3)
+    perturb(t, scale=0.3)
     tok = tiny_encoder.tokenizer(["a great movie with a fine cast", "awful"], padding=True, return_tensors="pt")
     one = tiny_encoder.tokenizer(["awful"], return_tensors="pt")
     with torch.no_grad():
@@ -133,10 +92,10 @@ def test_encoder_prefix_respects_padding(tiny_encoder):
 
 
 def test_cached_generation_sees_the_prefix(tiny_decoder):
-    bb = _sharpen(tiny_decoder)
+    bb = sharpen(tiny_decoder)
     t = apply_method(bb, "prefix", {"num_virtual_tokens": 4})
-    _perturb(t)
-    _check_cached_generation(bb, t)
+    perturb(t)
+    check_cached_generation(bb, t)
 
 
 @pytest.mark.real
@@ -151,5 +110,5 @@ def test_real_decoder_cached_generation(method):
     torch.manual_seed(0)
     t = apply_method(bb, method, {"num_virtual_tokens": 8} if method != "adapter" else {})
     if method == "adapter":
-        _perturb(t, scale=0.05)
-    _check_cached_generation(bb, t, prompt="Review: a great movie\nSentiment:", steps=5)
+        perturb(t, scale=0.05)
+    check_cached_generation(bb, t, prompt="Review: a great movie\nSentiment:", steps=5)
