@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 # a learning rate per method (the usual ranges: full FT small, the few new parameters larger)
-LR = {"full": 1e-4, "head": 5e-3, "lora": 1e-3, "ia3": 5e-3, "adapter": 1e-3, "prefix": 5e-3,
+LR = {"full": 1e-4, "head": 5e-3, "lora": 1e-3, "ia3": 5e-3, "adapter": 1e-3, "prefix": 1e-3,
       "prompt-tuning": 3e-2, "p-tuning": 1e-2, "p-tuning-v2": 5e-3}
 
 
@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--eval-limit", type=int, default=200, help="dev examples per epoch (best-epoch keeping)")
     ap.add_argument("--test-limit", type=int, default=None, help="validation examples scored (default: all)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="method:key=value (repeatable)")
+    ap.add_argument("--lr", dest="lrs", action="append", default=[], help="method=value: another learning rate (repeatable)")
     ap.add_argument("--results", default="bench/results/tuning_quality.jsonl")
     ap.add_argument("--table-only", action="store_true")
     args = ap.parse_args()
@@ -70,6 +71,9 @@ def main() -> None:
         m, _, kv = s.partition(":")
         k, _, v = kv.partition("=")
         extra.setdefault(m, {})[k] = v
+    for s in args.lrs:
+        m, _, v = s.partition("=")
+        LR[m] = float(v)
     task = load_task(args.task)
     test = load_split(task, "test", limit=args.test_limit)
     if not args.table_only:

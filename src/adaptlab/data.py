@@ -175,6 +175,11 @@ def _hf_rows(task: Task, dataset: str, config: str | None, split: str) -> tuple[
         raise DataError(f"hf:{dataset}", None, "Hugging Face datasets need: pip install 'adaptlab[hf]'") from None
     where = f"hf:{dataset}" + (f":{config}" if config else "") + f" split {split}"
     try:
+        import logging
+
+        for quiet in ("huggingface_hub", "datasets", "fsspec"):   # our one error line says it; theirs would repeat it
+            logging.getLogger(quiet).setLevel(logging.ERROR)
+        datasets.utils.logging.set_verbosity_error()
         ds = datasets.load_dataset(dataset, config, split=split)
     except Exception as e:  # network, unknown dataset, unknown split...
         raise DataError(where, None, f"cannot load ({type(e).__name__}: {str(e)[:160]})") from None

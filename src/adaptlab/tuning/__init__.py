@@ -438,7 +438,7 @@ register("head", "head", prefix=HEAD_PREFIX, peft_type="ADAPTLAB_HEAD", lr=1e-3,
 register("lora", "lora", prefix="lora_", peft_type="LORA", lr=1e-3, about="Hu et al. 2021")
 register("ia3", "ia3", prefix="ia3_", peft_type="IA3", lr=3e-3, about="Liu et al. 2022")
 register("adapter", "adapter", prefix="adapter_", peft_type="ADAPTLAB_BOTTLENECK", lr=1e-3, about="Houlsby et al. 2019; Pfeiffer et al. 2021")
-register("prefix", "prefix", prefix="prefix_", peft_type="PREFIX_TUNING", lr=5e-3, about="Li & Liang 2021")
+register("prefix", "prefix", prefix="prefix_", peft_type="PREFIX_TUNING", lr=1e-3, about="Li & Liang 2021")
 register("prompt-tuning", "prompt_tuning", prefix="prompt_", peft_type="PROMPT_TUNING", lr=3e-2, about="Lester et al. 2021")
 register("p-tuning", "p_tuning", prefix="p_tuning_", peft_type="P_TUNING", lr=1e-3, about="Liu et al. 2021")
 register("p-tuning-v2", "p_tuning_v2", prefix="deep_prompt_", peft_type="ADAPTLAB_P_TUNING_V2", lr=1e-2, about="Liu et al. 2022")
