@@ -49,3 +49,29 @@ def test_format_table_aligns():
     t = format_table([{"a": "x", "b": 1.5}, {"a": "longer", "b": 10}])
     lines = t.splitlines()
     assert len({len(line) for line in lines[1:]}) == 1  # separator and numeric rows
+
+
+def test_verdict_says_which_half_wins_and_what_it_costs():
+    from adaptlab.report import verdict
+
+    tuned_wins = " ".join(verdict(summarize(RECORDS)))
+    assert "Best: **lora** (accuracy 0.9100)" in tuned_wins
+    assert "21.0 points above the best prompt (**few-shot:k=8**, 0.7000)" in tuned_wins
+    assert "100,000 trained parameters" in tuned_wins and "One seed per run" in tuned_wins   # zero-shot: 1 seed
+    two = [r for r in RECORDS if r["run"] == "lora"] + [rec("zero-shot", "zero-shot", "prompt", s, 0.6) for s in (0, 1)]
+    assert "Largest seed-to-seed std: 0.0141" in " ".join(verdict(summarize(two)))
+    prompt_wins = " ".join(verdict(summarize([rec("zero-shot", "zero-shot", "prompt", 0, 0.8),
+                                              rec("head", "head", "tune", 0, 0.7, params=10, nbytes=40)])))
+    assert "Prompting is enough here: **zero-shot** (0.8000)" in prompt_wins
+    assert "One seed per run" in prompt_wins
+    assert verdict(summarize([rec("prefix", "prefix", "tune", 0, None, status="failed", error="x")])) == []
+    close = " ".join(verdict(summarize([rec("lora", "lora", "tune", 0, 0.9, params=100, nbytes=4000),
+                                        rec("ia3", "ia3", "tune", 0, 0.895, params=10, nbytes=40),
+                                        rec("zero-shot", "zero-shot", "prompt", 0, 0.5)])))
+    assert "the smallest on disk is **ia3** (40 B)" in close
+
+
+def test_html_report_carries_the_verdict(tmp_path):
+    write_report(tmp_path, RECORDS, {"task": "reviews", "model": "m", "seeds": 2, "limit": 100})
+    html = (tmp_path / "report.html").read_text()
+    assert '<p id="verdict">Best: <b>lora</b>' in html

@@ -166,12 +166,50 @@ def make_plots(rows: list[dict], recs: list[dict]) -> dict[str, bytes]:
     return plots
 
 
+def verdict(rows: list[dict]) -> list[str]:
+    """Which way to adapt, in a few sentences from the table: the best run, the best of each half,
+    what the gain of tuning costs, and the cheapest tuned run close to the best."""
+    ok = [r for r in rows if "mean" in r]
+    if not ok:
+        return []
+    metric = ok[0]["metric"]
+    best = max(ok, key=lambda r: r["mean"])
+    prompt = max((r for r in ok if r["kind"] == "prompt"), key=lambda r: r["mean"], default=None)
+    tune = max((r for r in ok if r["kind"] == "tune"), key=lambda r: r["mean"], default=None)
+    out = [f"Best: **{best['run']}** ({metric} {best['mean']:.4f})."]
+    if prompt and tune:
+        gap = 100 * (tune["mean"] - prompt["mean"])
+        if gap > 0:
+            out.append(f"Tuning beats prompting here: **{tune['run']}** is {gap:.1f} points above the best prompt "
+                       f"(**{prompt['run']}**, {prompt['mean']:.4f}) for {tune['trainable_params']:,} trained "
+                       f"parameters, {_human_bytes(tune['adapter_bytes'])} on disk per task and "
+                       f"{tune['train_s']:.0f} s of training.")
+        else:
+            out.append(f"Prompting is enough here: **{prompt['run']}** ({prompt['mean']:.4f}) matches or beats the "
+                       f"best tuned run (**{tune['run']}**, {tune['mean']:.4f}) with no training and nothing to store.")
+        near = [r for r in ok if r["kind"] == "tune" and r["mean"] >= best["mean"] - 0.01]
+        cheap = min(near, key=lambda r: r["adapter_bytes"], default=None)
+        if cheap and cheap["run"] != best["run"]:
+            out.append(f"Within 1 point of the best, the smallest on disk is **{cheap['run']}** "
+                       f"({_human_bytes(cheap['adapter_bytes'])}).")
+    spread = max((r["std"] for r in ok), default=0.0)
+    seeds = min(r["seeds"] for r in ok)
+    if seeds < 2:
+        out.append("One seed per run: differences of a few points may be noise (use --seeds 3).")
+    elif spread:
+        out.append(f"Largest seed-to-seed std: {spread:.4f}.")
+    return out
+
+
 def markdown_report(rows: list[dict], settings: dict, plots: list[str]) -> str:
     lines = [f"# adaptlab compare: {settings.get('task')} on {settings.get('model')}", ""]
     lines.append(f"Test examples: {settings.get('limit') or 'all'}; seeds: {settings.get('seeds')}; "
                  f"tuning: {settings.get('train_limit') or 'all'} train examples, {settings.get('epochs')} epoch(s)"
                  + (f", at most {settings['max_steps']} steps" if settings.get("max_steps") else "") + ".")
     lines.append("")
+    advice = verdict(rows)
+    if advice:
+        lines += ["## Which way to adapt", ""] + [" ".join(advice), ""]
     cols = [c for c in COLUMNS]
     disp = _display_rows(rows)
     lines.append("| " + " | ".join(cols) + " |")
@@ -184,15 +222,13 @@ def markdown_report(rows: list[dict], settings: dict, plots: list[str]) -> str:
         lines += [f"- **{r['run']}**: {r['error']}" for r in failed]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p}.png)" for p in plots]
-    best = max((r for r in rows if "mean" in r), key=lambda r: r["mean"], default=None)
-    if best:
-        lines += ["", f"Best: **{best['run']}** ({best['metric']} {best['mean']:.4f})."]
     return "\n".join(lines) + "\n"
 
 
 def html_report(rows: list[dict], settings: dict, plots: dict[str, bytes]) -> str:
     import base64
     import html
+    import re
 
     disp = _display_rows(rows)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
@@ -206,6 +242,8 @@ def html_report(rows: list[dict], settings: dict, plots: dict[str, bytes]) -> st
         f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{name.replace('_', ' ')}</figcaption></figure>\n" for name, png in plots.items())
     title = f"adaptlab compare: {settings.get('task')} on {settings.get('model')}"
+    advice = " ".join(verdict(rows))
+    advice = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(advice))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -220,6 +258,7 @@ img {{ max-width: 640px; border: 1px solid #eee; }}
 <h1>{html.escape(title)}</h1>
 <p>Test examples: {html.escape(str(settings.get('limit') or 'all'))}; seeds: {settings.get('seeds')};
 tuning on {html.escape(str(settings.get('train_limit') or 'all'))} train examples.</p>
+{('<h2>Which way to adapt</h2><p id="verdict">' + advice + '</p>') if advice else ''}
 <table id="results"><thead><tr>{head}</tr></thead><tbody>
 {body}</tbody></table>
 {('<h2>Failed runs</h2><ul>' + errors + '</ul>') if errors else ''}
