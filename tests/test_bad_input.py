@@ -98,7 +98,7 @@ ROWS = [
     ("adapter-other-base", lambda a, w: EVAL + ["--adapter", _adapter_variant(a, w, "ok"), "--model", str(a / "other")], "trained on base"),
     # models
     ("model-unknown", lambda a, w: EVAL + ["--model", "no-such-model-anywhere"], "no-such-model-anywhere"),
-    ("model-missing-folder-before-data", lambda a, w: EVAL[:3] + ["--model", str(w / "nope_model"), "--data", str(w / "nope.jsonl")], "nope_model: no such model folder"),
+    ("model-missing-folder-before-data", lambda a, w: EVAL[:3] + ["--model", str(w / "nope_model"), "--data", str(w / "nope.jsonl")], "nope_model': no such model folder"),
     ("adapter-missing-before-data", lambda a, w: EVAL[:3] + ["--adapter", str(w / "none"), "--data", str(w / "nope.jsonl")], "adapter folder not found"),
     ("model-unreadable-gguf", lambda a, w: EVAL + ["--model", str(a / "broken.gguf")], "broken.gguf: cannot read this GGUF"),
 ]

@@ -221,7 +221,7 @@ def check_model_ref(name_or_path: str | None) -> None:
     if path.is_dir() and not (path / "config.json").exists():
         raise ModelError(f"{name}: folder has no config.json, so it is not a model folder")
     if not path.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
-        raise ModelError(f"{name}: no such model folder")
+        raise ModelError(f"unknown model {name!r}: no such model folder")
 
 
 def load_backbone(name_or_path: str | None = None, kind: str | None = None) -> Backbone:
