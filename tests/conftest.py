@@ -88,6 +88,16 @@ def tiny_encoder():
     return make_tiny_encoder()
 
 
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """The tiny decoder saved as a model folder (for CLI runs in subprocesses)."""
+    bb = make_tiny_decoder()
+    d = tmp_path_factory.mktemp("m") / "tiny"
+    bb.model.save_pretrained(d)
+    bb.tokenizer.save_pretrained(d)
+    return str(d)
+
+
 @pytest.fixture
 def tmp_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ADAPTLAB_CACHE", str(tmp_path / "cache"))

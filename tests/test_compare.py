@@ -6,16 +6,6 @@ from adaptlab.compare import CompareConfig, compare, load_results, parse_runs, s
 from adaptlab.errors import ConfigError
 
 
-@pytest.fixture
-def tiny_folder(tmp_path_factory):
-    from conftest import make_tiny_decoder
-
-    bb = make_tiny_decoder()
-    d = tmp_path_factory.mktemp("m") / "tiny"
-    bb.model.save_pretrained(d)
-    bb.tokenizer.save_pretrained(d)
-    return str(d)
-
 
 def cfg(model, runs="zero-shot,few-shot:k=2,lora:r=2", **kw):
     base = dict(task="reviews", model=model, runs=runs, limit=6, train_limit=8, max_steps=2, batch_size=4,

@@ -10,21 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from safetensors.torch import load_file
 
 STEPS = 24
 
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    from conftest import make_tiny_decoder
-
-    bb = make_tiny_decoder()
-    d = tmp_path_factory.mktemp("m") / "tiny"
-    bb.model.save_pretrained(d)
-    bb.tokenizer.save_pretrained(d)
-    return str(d)
 
 
 def _argv(model, out, resume=False):

@@ -82,7 +82,6 @@ from typing import Any, Callable, Literal
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from adaptlab.config import build_config, check, config_dict
 from adaptlab.errors import ConfigError

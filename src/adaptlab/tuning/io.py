@@ -41,6 +41,21 @@ def default_from_file_keys(state: dict) -> dict:
     return {(k[len("base_model."):] if k.startswith("base_model.model.") else k): v for k, v in state.items()}
 
 
+def one_tensor_file_keys(state: dict, own: str, file_key: str) -> dict:
+    """File keys for a method that saves one tensor under peft's name (``prompt_embeddings``):
+    ``own`` (our parameter name) becomes ``file_key``, the rest as ``default_file_keys``."""
+    out = default_file_keys({k: v for k, v in state.items() if k != own})
+    out[file_key] = state[own]
+    return out
+
+
+def one_tensor_from_file_keys(state: dict, own: str, file_key: str) -> dict:
+    out = default_from_file_keys({k: v for k, v in state.items() if k != file_key})
+    if file_key in state:
+        out[own] = state[file_key]
+    return out
+
+
 def saved_config(tuned):
     """The method config as saved. A method may save another form than it trains through the
     optional hooks ``saved_config(cfg) -> cfg`` and ``saved_state(tuned) -> state`` (prefix tuning

@@ -133,21 +133,15 @@ def saved_state(tuned) -> dict[str, torch.Tensor]:
 
 
 def file_keys(state: dict, module: str) -> dict:
-    from adaptlab.tuning.io import default_file_keys
+    from adaptlab.tuning.io import one_tensor_file_keys
 
-    own = f"{module}.embedding.weight"
-    out = default_file_keys({k: v for k, v in state.items() if k != own})
-    out[FILE_KEY] = state[own]
-    return out
+    return one_tensor_file_keys(state, f"{module}.embedding.weight", FILE_KEY)
 
 
 def from_file_keys_for(state: dict, module: str) -> dict:
-    from adaptlab.tuning.io import default_from_file_keys
+    from adaptlab.tuning.io import one_tensor_from_file_keys
 
-    out = default_from_file_keys({k: v for k, v in state.items() if k != FILE_KEY})
-    if FILE_KEY in state:
-        out[f"{module}.embedding.weight"] = state[FILE_KEY]
-    return out
+    return one_tensor_from_file_keys(state, f"{module}.embedding.weight", FILE_KEY)
 
 
 def to_file_keys(state: dict) -> dict:

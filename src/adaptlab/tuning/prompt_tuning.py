@@ -94,21 +94,15 @@ def apply(backbone, config: Config, task=None):
 
 
 def to_file_keys(state: dict) -> dict:
-    from adaptlab.tuning.io import default_file_keys
+    from adaptlab.tuning.io import one_tensor_file_keys
 
-    own = f"{MODULE}.prompt_embeddings"
-    out = default_file_keys({k: v for k, v in state.items() if k != own})
-    out[FILE_KEY] = state[own]
-    return out
+    return one_tensor_file_keys(state, f"{MODULE}.prompt_embeddings", FILE_KEY)
 
 
 def from_file_keys(state: dict) -> dict:
-    from adaptlab.tuning.io import default_from_file_keys
+    from adaptlab.tuning.io import one_tensor_from_file_keys
 
-    out = default_from_file_keys({k: v for k, v in state.items() if k != FILE_KEY})
-    if FILE_KEY in state:
-        out[f"{MODULE}.prompt_embeddings"] = state[FILE_KEY]
-    return out
+    return one_tensor_from_file_keys(state, f"{MODULE}.prompt_embeddings", FILE_KEY)
 
 
 def lm_fields(cfg, tuned) -> dict:
