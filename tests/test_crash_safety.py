@@ -105,5 +105,6 @@ def test_compare_sigkilled_then_rerun_keeps_finished_runs(tmp_path, tiny_folder)
     assert "2 finished run(s) kept, 1 to do" in r.stderr
     got = [json.loads(line) for line in results.read_text().splitlines()]
     want = [json.loads(line) for line in (ref / "results.jsonl").read_text().splitlines()]
+    assert all(g.get("status") == "ok" for g in got + want), [g.get("error") for g in got + want]
     assert [(g["run"], g["metrics"]) for g in got] == [(w["run"], w["metrics"]) for w in want]
     assert got[:2] == finished                       # finished runs were not redone

@@ -107,6 +107,23 @@ def test_training_lowers_the_loss(tiny_decoder, tmp_path):
     assert sum(seen[-5:]) < 0.7 * sum(seen[:5])
 
 
+def test_a_run_killed_mid_write_of_its_first_file_can_start_again(tiny_decoder, tmp_path):
+    from adaptlab.train import tune
+
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / ".tune_config.json.k3j2.tmp").write_text('{"task": "rev')     # what SIGKILL left of the write
+    tune("reviews", "lora", out=str(out), backbone=tiny_decoder, sets={"r": "2", "max_steps": "1", "train_limit": "8",
+                                                                      "batch_size": "4", "eval_limit": "4"})
+    assert (out / "tune_config.json").exists() and not list(out.glob(".*.tmp"))
+    other = tmp_path / "r2"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):                  # a user's own files are never touched
+        tune("reviews", "lora", out=str(other), backbone=tiny_decoder, sets={"r": "2"})
+    assert (tmp_path / "r2" / "notes.txt").read_text() == "mine"
+
+
 QA_TASK = """name: addqa
 schema: qa
 template: "Question: {question}\\nAnswer:"

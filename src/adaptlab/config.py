@@ -172,6 +172,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def remove_stale_temp_files(folder: str | os.PathLike) -> None:
+    """Delete what an ``atomic_write_bytes`` killed before its rename left in ``folder``
+    (``.<name>.<random>.tmp``): never a file anyone reads, so nothing is lost."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for p in folder.glob(".*.tmp"):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaptlab.config import atomic_write_bytes, atomic_write_json, atomic_write_text, check, config_dict
+from adaptlab.config import (atomic_write_bytes, atomic_write_json, atomic_write_text, check, config_dict,
+                             remove_stale_temp_files)
 from adaptlab.errors import ConfigError
 
 CHUNK_BATCHES = 50
@@ -503,6 +504,7 @@ def tune(task: str, method: str, model: str | None = None, *, out: str, sets: di
                 "method_config": config_dict(mcfg), "train_config": config_dict(tcfg), "data": data}
     outp = Path(out)
     cfg_path = outp / "tune_config.json"
+    remove_stale_temp_files(outp)                # a run killed mid-write leaves only these
     if cfg_path.exists():
         if not resume:
             raise ConfigError(f"{outp}: already holds a tune run; pass --resume to continue it, or another --out")
