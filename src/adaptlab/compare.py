@@ -155,12 +155,6 @@ def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig
         sets.setdefault(k, v)
     sets = {k: v for k, v in sets.items() if v is not None}
     resume = (rundir / "tune_config.json").exists()
-    if not resume and rundir.exists():
-        # compare's own scratch folder, from an attempt killed before its tune run had started
-        # (e.g. mid-way through writing the first file): nothing in it to keep
-        import shutil
-
-        shutil.rmtree(rundir)
     stats = tune(task.path or task.name, spec.name, out=str(rundir), sets=sets, resume=resume, data=cfg.data,
                  backbone=backbone, progress=True)
     _, tuned = load_adapter(rundir, backbone.name)

