@@ -1,0 +1,181 @@
+"""Shared-prefix attention: attend to a prefix every row shares without copying it per row.
+
+Hydragen (Juravsky et al. 2024, "Hydragen: High-Throughput LLM Inference with Shared Prefixes").
+When every row of a batch starts with the same P tokens (the demonstrations of few-shot prompting,
+or one prompt sampled n times), softmax attention over [prefix ; row] splits exactly into two
+attentions whose results are merged by their log-sum-exps:
+
+    O_P, lse_P = attn(q, K_P, V_P)          # K_P, V_P: [1, Hkv, P, d], one copy for all rows
+    O_S, lse_S = attn(q, K_S, V_S)          # K_S, V_S: [B, Hkv, S, d], each row's own tokens
+    O = (e^{lse_P} O_P + e^{lse_S} O_S) / (e^{lse_P} + e^{lse_S})
+
+and the prefix half stacks the queries of all B rows (and of the g query heads that share a key
+head) into one matrix, so K_P and V_P are read once per layer, not B times: one [B*g*q, d] x
+[d, P] product instead of B products plus B copies of the prefix. On a CPU, where a decode step
+is bound by memory traffic, this is most of what attention costs once the prefix is long.
+
+Used by ``engine.local.LocalLM`` through Hugging Face's attention interface: the cache holds a
+``SharedPrefixLayer`` per layer and the forward runs inside ``active(model)``, which selects this
+attention for that call only (the model's setting is restored afterwards). Only for model types
+whose attention is plain causal softmax (no sliding window, soft-capping or sink logits):
+``supported(model)`` says; otherwise the engine copies the prefix per row as before.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from transformers import AttentionInterface
+from transformers.cache_utils import DynamicLayer
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+NAME = "adaptlab_shared_prefix"
+# torch's fused CPU attention returns the log-sum-exp the merge needs (the public
+# scaled_dot_product_attention does not); where it is missing the plain formula below runs
+_FUSED = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+# decoder families whose attention is exactly softmax(q k^T * scaling + causal/padding mask) v
+PLAIN_ATTENTION = {"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo", "olmo2", "granite", "smollm3",
+                   "starcoder2", "helium"}
+
+
+def supported(model) -> bool:
+    inner = getattr(model, "model", None) if not hasattr(model, "_supports_attention_backend") else model
+    cfg = getattr(model, "config", None)
+    return (cfg is not None and getattr(cfg, "model_type", None) in PLAIN_ATTENTION
+            and not getattr(cfg, "sliding_window", None)
+            and getattr(cfg, "_attn_implementation", None) in ("sdpa", "eager")
+            and bool(getattr(inner, "_supports_attention_backend", False)))
+
+
+class SharedPrefixLayer(DynamicLayer):
+    """One layer's cache: the shared prefix ``pk, pv`` [1, Hkv, P, d] and the rows' own tokens
+    in a buffer with ``room`` free slots (appending a token writes one slot). ``keys``/``values``
+    are the rows' own tokens only; the attention below adds the prefix."""
+
+    def __init__(self, pk: torch.Tensor, pv: torch.Tensor, room: int = 0):
+        super().__init__()
+        self.pk, self.pv = pk, pv
+        self.P = pk.shape[-2]
+        self.room = room
+        self.n = 0
+        self._k = self._v = None
+        self.dtype, self.device, self.is_initialized = pk.dtype, pk.device, True
+        self.keys = self.values = None
+
+    def _views(self) -> None:
+        self.keys, self.values = self._k[:, :, : self.n], self._v[:, :, : self.n]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        t = key_states.shape[-2]
+        if self._k is None:                                           # [B, Hkv, t + room, d]
+            shape = key_states.shape[:2] + (t + self.room, key_states.shape[-1])
+            self._k, self._v = key_states.new_empty(shape), value_states.new_empty(shape)
+        elif self.n + t > self._k.shape[2]:                           # out of room: double it
+            grow = max(t, self._k.shape[2])
+            extra = self._k.shape[:2] + (grow, self._k.shape[-1])
+            self._k = torch.cat([self._k, self._k.new_empty(extra)], 2)
+            self._v = torch.cat([self._v, self._v.new_empty(extra)], 2)
+        self._k[:, :, self.n: self.n + t] = key_states
+        self._v[:, :, self.n: self.n + t] = value_states
+        self.n += t
+        self._views()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.P + self.n
+
+    def crop(self, tokens_to_remove: int) -> None:
+        self.n = max(0, self.n - abs(tokens_to_remove))
+        if self._k is not None:
+            self._views()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self._k is not None:
+            self._k, self._v = self._k.repeat_interleave(repeats, 0), self._v.repeat_interleave(repeats, 0)
+            self._views()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self._k is not None:
+            self._k, self._v = self._k[indices], self._v[indices]
+            self._views()
+
+
+def _attend(q, k, v, scaling, mask=None):
+    """softmax(q k^T * scaling) v and its log-sum-exp; q [..., M, d], k/v [..., N, d],
+    mask broadcastable to [..., M, N] (True = attend). A row with nothing to attend (a left-pad
+    query, whose output nobody reads) gets output 0 and a finite or -inf lse."""
+    if _FUSED is not None and q.dim() == 4 and q.dtype == torch.float32:
+        bias = None if mask is None else torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(
+            ~mask, float("-inf"))
+        o, lse = _FUSED(q, k, v, 0.0, False, attn_mask=bias, scale=scaling)[:2]   # [B, H, M, d], [B, H, M]
+        return o, lse.unsqueeze(-1)
+    s = torch.matmul(q * scaling, k.transpose(-1, -2)).float()        # [..., M, N]
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    m = s.amax(-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    e = torch.exp(s - m)
+    z = e.sum(-1, keepdim=True)
+    o = torch.matmul(e.to(v.dtype), v).float() / z.clamp(min=1e-30)  # [..., M, d]
+    return o, m + torch.log(z)                                        # lse: -inf where z == 0
+
+
+def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                            shared_prefix=None, **kwargs):
+    """Attention over [shared prefix ; row tokens]. query [B, Hq, q, d]; key/value: the rows'
+    own tokens [B, Hkv, S, d] (what ``SharedPrefixLayer.update`` returned); attention_mask: the
+    boolean [B, 1, q, P + S] mask (or None: causal, no padding). Returns [B, q, Hq, d]."""
+    layer = shared_prefix.layers[module.layer_idx]
+    pk, pv = layer.pk, layer.pv                                       # [1, Hkv, P, d]
+    B, Hq, q, d = query.shape
+    Hkv, S = key.shape[1], key.shape[2]
+    g = Hq // Hkv
+    scaling = d ** -0.5 if scaling is None else scaling
+    # prefix: all rows' queries against the one prefix
+    # [B, Hkv*g, q, d] -> [Hkv, B, g, q, d] -> [1, Hkv, B*g*q, d]
+    qp = query.view(B, Hkv, g, q, d).transpose(0, 1).reshape(1, Hkv, B * g * q, d)
+    o_p, lse_p = _attend(qp, pk, pv, scaling)
+    o_p = o_p.view(Hkv, B, g, q, d).transpose(0, 1)                   # [B, Hkv, g, q, d]
+    lse_p = lse_p.view(Hkv, B, g, q, 1).transpose(0, 1)
+    # the rows' own tokens: the g heads of a key head fold into the query axis
+    qs = query.reshape(B, Hkv, g * q, d)                               # [B, Hkv, g*q, d]
+    if attention_mask is not None:
+        m = attention_mask[..., -S:].to(torch.bool)                   # [B|1, 1, q, S]
+        m = m.unsqueeze(2).expand(m.shape[0], 1, g, q, S).reshape(m.shape[0], 1, g * q, S)
+    elif q > 1:                                                       # causal: key j <= S - q + i
+        i = torch.arange(q, device=query.device).view(q, 1)
+        m = (torch.arange(S, device=query.device).view(1, S) <= S - q + i).repeat(g, 1)
+    else:
+        m = None
+    o_s, lse_s = _attend(qs, key, value, scaling, m)
+    o_s, lse_s = o_s.view(B, Hkv, g, q, d), lse_s.view(B, Hkv, g, q, 1)
+    lse = torch.logaddexp(lse_p, lse_s)
+    out = torch.exp(lse_p - lse) * o_p + torch.exp(lse_s - lse) * o_s  # [B, Hkv, g, q, d]
+    out = out.reshape(B, Hq, q, d).transpose(1, 2).contiguous()       # [B, q, Hq, d]
+    return out.to(query.dtype), None
+
+
+AttentionInterface.register(NAME, shared_prefix_attention)
+ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
+
+
+def make_cache(prefix_kv, model, room: int = 0):
+    """A cache whose every layer shares ``prefix_kv`` ([(k, v)] of [1, Hkv, P, d] per layer)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    cache.layers = [SharedPrefixLayer(k, v, room) for k, v in prefix_kv]
+    return cache
+
+
+@contextmanager
+def active(model):
+    """Run ``model``'s forwards in this block with shared-prefix attention; restores its setting."""
+    cfg = model.config
+    old = cfg._attn_implementation
+    cfg._attn_implementation = NAME
+    try:
+        yield
+    finally:
+        cfg._attn_implementation = old
