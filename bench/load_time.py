@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 CODE = ("import time; t0=time.perf_counter(); import torch, transformers; "
         "from transformers import AutoModelForCausalLM, AutoTokenizer; from adaptlab.models import load_backbone; "

@@ -20,8 +20,6 @@ import json
 import os
 import time
 
-import torch
-
 
 def main() -> None:
     ap = argparse.ArgumentParser()

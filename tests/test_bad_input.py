@@ -2,7 +2,6 @@
 with code 2, print exactly one line on stderr naming the file (and line) or the value, print no
 traceback, and leave no new file behind."""
 
-import json
 import shutil
 from pathlib import Path
 

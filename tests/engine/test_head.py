@@ -9,7 +9,8 @@ import torch
 
 from adaptlab.engine import make_lm
 from adaptlab.engine.head import HeadLM
-from adaptlab.engine.local import EmbeddingLM, LocalLM
+from adaptlab.engine.embedding import EmbeddingLM
+from adaptlab.engine.local import LocalLM
 from adaptlab.errors import ModelError
 from adaptlab.tasks import load_task
 from adaptlab.tuning import apply_method

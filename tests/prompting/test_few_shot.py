@@ -81,7 +81,7 @@ def test_ood_inputs_come_from_the_other_task(monkeypatch):
 
 
 def test_similar_puts_the_nearest_last(monkeypatch, tiny_encoder):
-    from adaptlab.engine.local import EmbeddingLM
+    from adaptlab.engine.embedding import EmbeddingLM
 
     monkeypatch.setattr(few_shot, "_embedder", lambda name: EmbeddingLM(tiny_encoder))
     pool = POOL + [{"text": "a test input", "label": "negative"}]

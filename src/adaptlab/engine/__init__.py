@@ -4,7 +4,7 @@
                                  per-token log-probabilities of the option following it
     generate(prompts, n, max_new_tokens, temperature, stop) -> for each prompt, n completions
 
-``engine.local.LocalLM`` implements it over a Backbone (or a tuned model), ``EmbeddingLM`` scores
+``engine.local.LocalLM`` implements it over a Backbone (or a tuned model), ``engine.embedding.EmbeddingLM`` scores
 options by embedding similarity for encoders. A model given to ``LocalLM`` is called as
 ``model(input_ids=, attention_mask=, position_ids=, past_key_values=, use_cache=, logits_to_keep=)``
 and returns ``.logits`` and ``.past_key_values``, as Hugging Face causal LMs do; tuned models
@@ -68,7 +68,8 @@ class LM(Protocol):
 def make_lm(backbone, model=None, **kwargs) -> LM:
     """The local engine for a backbone (``model`` overrides its model, e.g. a tuned one; a tuned
     model with a classification head gets ``engine.head.HeadLM``)."""
-    from adaptlab.engine.local import EmbeddingLM, LocalLM
+    from adaptlab.engine.embedding import EmbeddingLM
+    from adaptlab.engine.local import LocalLM
 
     if model is not None and getattr(model, "head", None) is not None:
         from adaptlab.engine.head import HeadLM   # a tuned classifier: the head scores the labels

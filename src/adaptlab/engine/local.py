@@ -9,12 +9,14 @@ Layout of every batch (scoring and generation alike)::
 Rows are left-padded so that the tokens whose next-token log-probabilities we need sit at the
 end of every row: scoring asks the model for only those logits (``logits_to_keep``) instead of
 [B, L, V]. The shared prefix is the longest common token prefix of the batch's contexts (the
-demonstrations of few-shot prompting), computed once and cached across calls. ``generate``
-prefills each prompt once, then decodes its ``n`` samples as one batch from the copied cache
-(``batch_repeat_interleave``), dropping rows as they finish (EOS or a stop string). While
-decoding, each layer's keys/values sit in a buffer with room for the new tokens
-(``_RoomyLayer``): a step writes one slot instead of re-concatenating the whole [B, H, T, d]
-cache, which on a CPU is most of a decode step's memory traffic for long prompts.
+demonstrations of few-shot prompting), computed once and cached across calls; for ``n`` samples
+of one prompt the prompt itself is the shared prefix. Where the model's attention is plain causal
+softmax, rows attend to the one cached prefix through ``engine.shared_prefix`` (Hydragen's split
+attention: the prefix's keys and values are read once for all rows, never copied per row);
+otherwise the prefix KV is expanded to every row and ``generate`` copies the prefilled cache n
+times. While decoding, the rows' own keys/values sit in a buffer with room for the new tokens
+(``_RoomyLayer`` / ``SharedPrefixLayer``): a step writes one slot instead of re-concatenating the
+whole [B, H, T, d] cache. Rows are dropped as they finish (EOS or a stop string).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from adaptlab.engine import Cost, OptionScore, shared_prefix
-from adaptlab.errors import ModelError
 
 MIN_PREFIX = 8  # shorter shared prefixes are not worth a cache
 
@@ -383,58 +384,3 @@ class LocalLM:
             else:
                 texts[row] = text
         return texts, why
-
-
-class EmbeddingLM:
-    """Encoder 'LM': scores each option by cosine similarity between the mean-pooled,
-    L2-normalised embeddings of the context and of the option (sentence-transformers style),
-    as a log-softmax over the options with temperature ``tau``. It cannot generate."""
-
-    def __init__(self, backbone, model=None, batch_size: int = 32, max_length: int | None = None,
-                 tau: float = 0.05, truncate: str = "left", progress=None):
-        self.backbone = backbone
-        self.model = model if model is not None else backbone.model
-        self.tok = backbone.tokenizer
-        self.batch_size = batch_size
-        self.max_length = max_length or min(getattr(self.model.config, "max_position_embeddings", 512), 512)
-        self.tau = tau
-        self.cost = Cost()
-        self.progress = progress
-        self.device = next(self.model.parameters()).device
-
-    @torch.no_grad()
-    def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        outs = []
-        for s in range(0, len(texts), self.batch_size):
-            enc = self.tok(list(texts[s: s + self.batch_size]), padding=True, truncation=True,
-                           max_length=self.max_length, return_tensors="pt").to(self.device)
-            h = self.model(**enc).last_hidden_state                    # [B, L, H]
-            m = enc["attention_mask"].unsqueeze(-1).float()             # [B, L, 1]
-            e = (h * m).sum(1) / m.sum(1).clamp(min=1)                  # [B, H]
-            outs.append(F.normalize(e, dim=-1))
-            self.cost.forwards += 1
-            self.cost.prompt_tokens += int(enc["attention_mask"].sum())
-        return torch.cat(outs)
-
-    def chat(self, text: str) -> str:
-        return text
-
-    def score(self, contexts, options):
-        t0 = time.perf_counter()
-        self.cost.calls += len(contexts)
-        ctx = self.embed(contexts)
-        uniq = sorted({o.strip() for opts in options for o in opts})
-        opt = dict(zip(uniq, self.embed(uniq)))
-        results = []
-        for i, opts in enumerate(options):
-            sims = torch.stack([ctx[i] @ opt[o.strip()] for o in opts]) / self.tau
-            lp = F.log_softmax(sims, -1).tolist()
-            results.append([OptionScore(logprob=v, token_logprobs=[v]) for v in lp])
-            if self.progress:
-                self.progress(1)
-        self.cost.seconds += time.perf_counter() - t0
-        return results
-
-    def generate(self, prompts, n=1, max_new_tokens=64, temperature=0.0, stop=None, top_p=1.0, seed=None):
-        raise ModelError(f"model {self.backbone.name!r} is an encoder and cannot generate text; "
-                         "use a decoder, or tune a head for classification")

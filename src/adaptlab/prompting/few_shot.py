@@ -36,7 +36,7 @@ _MAIN = {"classification": "text", "pair_classification": "text_a", "qa": "quest
 
 def _embedder(name: str):
     """The encoder that embeds inputs for ``selection=similar`` (tests swap in a tiny one)."""
-    from adaptlab.engine.local import EmbeddingLM
+    from adaptlab.engine.embedding import EmbeddingLM
     from adaptlab.models import load_backbone
 
     return EmbeddingLM(load_backbone(name))
