@@ -15,7 +15,7 @@ softmax, rows attend to the one cached prefix through ``engine.shared_prefix`` (
 attention: the prefix's keys and values are read once for all rows, never copied per row);
 otherwise the prefix KV is expanded to every row and ``generate`` copies the prefilled cache n
 times. While decoding, the rows' own keys/values sit in a buffer with room for the new tokens
-(``_RoomyLayer`` / ``SharedPrefixLayer``): a step writes one slot instead of re-concatenating the
+(``shared_prefix.RoomyLayer``): a step writes one slot instead of re-concatenating the
 whole [B, H, T, d] cache. Rows are dropped as they finish (EOS or a stop string).
 """
 
@@ -27,7 +27,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
 from adaptlab.engine import Cost, OptionScore, shared_prefix
 
@@ -44,52 +43,6 @@ def _common_prefix(seqs: list[list[int]]) -> int:
         if any(s[i] != t for s in seqs):
             return i
     return n
-
-
-class _RoomyLayer(DynamicLayer):
-    """A DynamicLayer over a preallocated [B, H, T + room, d] buffer; ``keys``/``values`` are views
-    of its first ``n`` slots, so appending a token costs one slot's copy, not the whole cache's."""
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int):
-        super().__init__()
-        B, H, T, _ = keys.shape
-        self._k = keys.new_empty((B, H, T + room, keys.shape[-1]))
-        self._v = values.new_empty((B, H, T + room, values.shape[-1]))
-        self._k[:, :, :T] = keys
-        self._v[:, :, :T] = values
-        self.n = T
-        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
-        self._views()
-
-    def _views(self) -> None:
-        self.keys, self.values = self._k[:, :, : self.n], self._v[:, :, : self.n]
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        t = key_states.shape[-2]
-        if self.n + t > self._k.shape[2]:                            # out of room: double it
-            grow = max(t, self._k.shape[2])
-            self._k = torch.cat([self._k, self._k.new_empty(self._k.shape[:2] + (grow, self._k.shape[-1]))], 2)
-            self._v = torch.cat([self._v, self._v.new_empty(self._v.shape[:2] + (grow, self._v.shape[-1]))], 2)
-        self._k[:, :, self.n : self.n + t] = key_states
-        self._v[:, :, self.n : self.n + t] = value_states
-        self.n += t
-        self._views()
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.n
-
-    def crop(self, tokens_to_remove: int) -> None:
-        self.n -= abs(tokens_to_remove)
-        self._views()
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        self._k, self._v = self._k.repeat_interleave(repeats, 0), self._v.repeat_interleave(repeats, 0)
-        self._views()
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._k, self._v = self._k[indices], self._v[indices]
-        self._views()
 
 
 class LocalLM:
@@ -337,7 +290,7 @@ class LocalLM:
             pos = pos.repeat_interleave(n, 0)
             mask = mask.repeat_interleave(n, 0)
         if max_new_tokens > 1 and shared is None:
-            cache.layers = [_RoomyLayer(layer.keys, layer.values, max_new_tokens) for layer in cache.layers]
+            cache.layers = [shared_prefix.RoomyLayer(layer.keys, layer.values, max_new_tokens) for layer in cache.layers]
         rows = last.shape[0]
         generated: list[list[int]] = [[] for _ in range(rows)]
         active = list(range(rows))                                    # row ids still decoding

@@ -18,7 +18,8 @@ Used by ``engine.local.LocalLM`` through Hugging Face's attention interface: the
 ``SharedPrefixLayer`` per layer and the forward runs inside ``active(model)``, which selects this
 attention for that call only (the model's setting is restored afterwards). Only for model types
 whose attention is plain causal softmax (no sliding window, soft-capping or sink logits):
-``supported(model)`` says; otherwise the engine copies the prefix per row as before.
+``supported(model)`` says; otherwise the engine copies the prefix per row. Both paths decode
+into ``RoomyLayer`` buffers (a KV cache layer with room for the tokens to come).
 """
 
 from __future__ import annotations
@@ -48,32 +49,30 @@ def supported(model) -> bool:
             and bool(getattr(inner, "_supports_attention_backend", False)))
 
 
-class SharedPrefixLayer(DynamicLayer):
-    """One layer's cache: the shared prefix ``pk, pv`` [1, Hkv, P, d] and the rows' own tokens
-    in a buffer with ``room`` free slots (appending a token writes one slot). ``keys``/``values``
-    are the rows' own tokens only; the attention below adds the prefix."""
+class RoomyLayer(DynamicLayer):
+    """A DynamicLayer over a [B, H, T + room, d] buffer; ``keys``/``values`` are views of its first
+    ``n`` slots, so appending a token writes one slot instead of re-concatenating the whole cache
+    (on a CPU most of a decode step's memory traffic for long prompts). Full: it doubles."""
 
-    def __init__(self, pk: torch.Tensor, pv: torch.Tensor, room: int = 0):
+    def __init__(self, keys: torch.Tensor | None = None, values: torch.Tensor | None = None, room: int = 0):
         super().__init__()
-        self.pk, self.pv = pk, pv
-        self.P = pk.shape[-2]
-        self.room = room
-        self.n = 0
+        self.room, self.n = room, 0
         self._k = self._v = None
-        self.dtype, self.device, self.is_initialized = pk.dtype, pk.device, True
         self.keys = self.values = None
+        if keys is not None:
+            self.update(keys, values)
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
 
     def _views(self) -> None:
         self.keys, self.values = self._k[:, :, : self.n], self._v[:, :, : self.n]
 
     def update(self, key_states, value_states, *args, **kwargs):
         t = key_states.shape[-2]
-        if self._k is None:                                           # [B, Hkv, t + room, d]
+        if self._k is None:                                           # [B, H, t + room, d]
             shape = key_states.shape[:2] + (t + self.room, key_states.shape[-1])
             self._k, self._v = key_states.new_empty(shape), value_states.new_empty(shape)
-        elif self.n + t > self._k.shape[2]:                           # out of room: double it
-            grow = max(t, self._k.shape[2])
-            extra = self._k.shape[:2] + (grow, self._k.shape[-1])
+        elif self.n + t > self._k.shape[2]:
+            extra = self._k.shape[:2] + (max(t, self._k.shape[2]), self._k.shape[-1])
             self._k = torch.cat([self._k, self._k.new_empty(extra)], 2)
             self._v = torch.cat([self._v, self._v.new_empty(extra)], 2)
         self._k[:, :, self.n: self.n + t] = key_states
@@ -83,7 +82,7 @@ class SharedPrefixLayer(DynamicLayer):
         return self.keys, self.values
 
     def get_seq_length(self) -> int:
-        return self.P + self.n
+        return self.n
 
     def crop(self, tokens_to_remove: int) -> None:
         self.n = max(0, self.n - abs(tokens_to_remove))
@@ -99,6 +98,19 @@ class SharedPrefixLayer(DynamicLayer):
         if self._k is not None:
             self._k, self._v = self._k[indices], self._v[indices]
             self._views()
+
+
+class SharedPrefixLayer(RoomyLayer):
+    """One layer's cache: the shared prefix ``pk, pv`` [1, Hkv, P, d] plus the rows' own tokens
+    (``keys``/``values``, in a buffer with room). The attention below adds the prefix."""
+
+    def __init__(self, pk: torch.Tensor, pv: torch.Tensor, room: int = 0):
+        super().__init__(room=room)
+        self.pk, self.pv, self.P = pk, pv, pk.shape[-2]
+        self.dtype, self.device, self.is_initialized = pk.dtype, pk.device, True
+
+    def get_seq_length(self) -> int:
+        return self.P + self.n
 
 
 def _attend(q, k, v, scaling, mask=None):
