@@ -46,7 +46,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--k", type=int, default=8)
-    ap.add_argument("--batch-size", default="16", help="adaptlab rows per forward (a row is one input); a comma list times each")
+    ap.add_argument("--batch-size", default="16", help="adaptlab rows per forward where rows are padded (a comma list times each); rows after shared demonstrations are packed, --pack-tokens a forward")
+    ap.add_argument("--pack-tokens", type=int, default=512, help="adaptlab real tokens per forward for packed rows")
     ap.add_argument("--repeats", type=int, default=1, help="alternate the two sides this many times; best time counts")
     ap.add_argument("--lmeval-batch-size", type=int, default=16, help="lm-eval requests per forward (demos + input)")
     ap.add_argument("--threads", type=int, default=1,
@@ -81,7 +82,7 @@ def main() -> None:
     sizes = [int(b) for b in str(args.batch_size).split(",")]
 
     def ours(bs):
-        lm = LocalLM(backbone, batch_size=bs)       # a fresh engine: the demonstrations are computed in the timing
+        lm = LocalLM(backbone, batch_size=bs, pack_tokens=args.pack_tokens)   # a fresh engine: the demonstrations are computed in the timing
         t0 = time.perf_counter()
         res = evaluate(lm, task, strategy, examples, pool=pool)
         return time.perf_counter() - t0, res

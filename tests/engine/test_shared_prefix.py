@@ -97,9 +97,12 @@ def test_engine_same_with_and_without_shared_prefix(tiny_decoder, method):
     ctxs = [DEMOS + "Review: great fine cast\nSentiment:", DEMOS + "Review: boring\nSentiment:",
             DEMOS + "Review: The price is terrible. I'm returning it.\nSentiment:"]
     opts = [[" positive", " negative"], [" positive", " negative"], [" good value", " terrible price"]]
-    for a, b in zip(on.score(ctxs, opts), off.score(ctxs, opts)):
-        for x, y in zip(a, b):
-            assert x.token_logprobs == pytest.approx(y.token_logprobs, abs=1e-4)
+    small = LocalLM(tiny_decoder, model=model, pack_tokens=4)    # a pack per row, rows longer than a pack
+    ref = off.score(ctxs, opts)
+    for got in (on.score(ctxs, opts), small.score(ctxs, opts)):
+        for a, b in zip(got, ref):
+            for x, y in zip(a, b):
+                assert x.token_logprobs == pytest.approx(y.token_logprobs, abs=1e-4)
     # demos shared by several prompts; one prompt sampled n times (its own prefix)
     assert on.generate(ctxs, n=2, max_new_tokens=6) == off.generate(ctxs, n=2, max_new_tokens=6)
     assert on.generate([ctxs[2]], n=3, max_new_tokens=6) == off.generate([ctxs[2]], n=3, max_new_tokens=6)
@@ -124,3 +127,12 @@ def test_n_samples_keep_one_copy_of_the_prompt(tiny_decoder, monkeypatch):
     layer = seen[-1].layers[0]
     assert layer.pk.shape[0] == 1 and layer.P == len(lm.encode(prompt)) - 1   # one prompt copy
     assert layer.keys.shape[0] <= 4                                            # rows hold only their tokens
+
+
+def test_packed_layout():
+    p = shared_prefix.Packed.of([2, 3, 1])
+    assert (p.B, p.L) == (3, 3)
+    assert p.idx.tolist() == [1, 2, 3, 4, 5, 8]          # left-padded slots of the 6 packed tokens
+    assert p.mask[0, 0].tolist() == [[False, False, False], [False, True, False], [False, True, True]]
+    assert p.mask[2, 0, 2].tolist() == [False, False, True]
+

@@ -25,6 +25,7 @@ into ``RoomyLayer`` buffers (a KV cache layer with room for the tokens to come).
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from transformers import AttentionInterface
@@ -133,25 +134,12 @@ def _attend(q, k, v, scaling, mask=None):
     return o, m + torch.log(z)                                        # lse: -inf where z == 0
 
 
-def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
-                            shared_prefix=None, **kwargs):
-    """Attention over [shared prefix ; row tokens]. query [B, Hq, q, d]; key/value: the rows'
-    own tokens [B, Hkv, S, d] (what ``SharedPrefixLayer.update`` returned); attention_mask: the
-    boolean [B, 1, q, P + S] mask (or None: causal, no padding). Returns [B, q, Hq, d]."""
-    layer = shared_prefix.layers[module.layer_idx]
-    pk, pv = layer.pk, layer.pv                                       # [1, Hkv, P, d]
+def _own_tokens(query, key, value, attention_mask, scaling):
+    """Attention of each row over its own tokens: [B, Hkv, g, q, d] and its lse [B, Hkv, g, q, 1]."""
     B, Hq, q, d = query.shape
     Hkv, S = key.shape[1], key.shape[2]
     g = Hq // Hkv
-    scaling = d ** -0.5 if scaling is None else scaling
-    # prefix: all rows' queries against the one prefix
-    # [B, Hkv*g, q, d] -> [Hkv, B, g, q, d] -> [1, Hkv, B*g*q, d]
-    qp = query.view(B, Hkv, g, q, d).transpose(0, 1).reshape(1, Hkv, B * g * q, d)
-    o_p, lse_p = _attend(qp, pk, pv, scaling)
-    o_p = o_p.view(Hkv, B, g, q, d).transpose(0, 1)                   # [B, Hkv, g, q, d]
-    lse_p = lse_p.view(Hkv, B, g, q, 1).transpose(0, 1)
-    # the rows' own tokens: the g heads of a key head fold into the query axis
-    qs = query.reshape(B, Hkv, g * q, d)                               # [B, Hkv, g*q, d]
+    qs = query.reshape(B, Hkv, g * q, d)                              # the g heads of a key head fold into the query axis
     if attention_mask is not None:
         m = attention_mask[..., -S:].to(torch.bool)                   # [B|1, 1, q, S]
         m = m.unsqueeze(2).expand(m.shape[0], 1, g, q, S).reshape(m.shape[0], 1, g * q, S)
@@ -160,8 +148,73 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0
         m = (torch.arange(S, device=query.device).view(1, S) <= S - q + i).repeat(g, 1)
     else:
         m = None
-    o_s, lse_s = _attend(qs, key, value, scaling, m)
-    o_s, lse_s = o_s.view(B, Hkv, g, q, d), lse_s.view(B, Hkv, g, q, 1)
+    o, lse = _attend(qs, key, value, scaling, m)
+    return o.view(B, Hkv, g, q, d), lse.view(B, Hkv, g, q, 1)
+
+
+@dataclass
+class Packed:
+    """Rows packed end to end into one sequence of T tokens (no padding for the model's linear
+    layers), and the left-padded [B, L] layout their attention over their own tokens uses."""
+
+    idx: torch.Tensor        # [T]: each packed token's slot in the flattened [B * L] layout
+    B: int
+    L: int
+    mask: torch.Tensor       # [B, 1, L, L]: causal over each row's own tokens, pads excluded
+
+    @classmethod
+    def of(cls, lengths: list[int], device=None) -> "Packed":
+        B, L = len(lengths), max(lengths)
+        idx = torch.cat([b * L + torch.arange(L - n, L) for b, n in enumerate(lengths)])
+        real = torch.arange(L).view(1, L) >= (L - torch.tensor(lengths)).view(B, 1)      # [B, L]
+        mask = real[:, None, None, :] & torch.ones(L, L, dtype=torch.bool).tril()     # [B, 1, L, L]
+        return cls(idx.to(device), B, L, mask.to(device))
+
+
+def _own_tokens_packed(packed: Packed, query, key, value, scaling):
+    """``_own_tokens`` for packed rows: query [1, Hq, T, d] and key/value [1, Hkv, T, d] are laid
+    out as [B, H, L, d] padded rows, attended, and gathered back to [1, Hkv, g, T, d]."""
+    _, Hq, T, d = query.shape
+    Hkv = key.shape[1]
+    g, B, L = Hq // Hkv, packed.B, packed.L
+
+    def rows(x):                                                      # [1, H, T, d] -> [B, H, L, d]
+        out = x.new_zeros(B * L, x.shape[1], d)
+        out[packed.idx] = x[0].transpose(0, 1)
+        return out.view(B, L, x.shape[1], d).transpose(1, 2)
+
+    o, lse = _own_tokens(rows(query), rows(key), rows(value), packed.mask, scaling)  # [B, Hkv, g, L, .]
+
+    def back(x):                                                      # [B, Hkv, g, L, e] -> [1, Hkv, g, T, e]
+        x = x.permute(0, 3, 1, 2, 4).reshape(B * L, Hkv, g, x.shape[-1])[packed.idx]
+        return x.permute(1, 2, 0, 3).unsqueeze(0)
+
+    return back(o), back(lse)
+
+
+def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                            shared_prefix=None, **kwargs):
+    """Attention over [shared prefix ; row tokens]. query [B, Hq, q, d]; key/value: the rows'
+    own tokens [B, Hkv, S, d] (what ``SharedPrefixLayer.update`` returned); attention_mask: the
+    boolean [B, 1, q, P + S] mask (or None: causal, no padding). With ``shared_prefix.packed``
+    the batch is one sequence of packed rows (``Packed``) and the mask is not read.
+    Returns [B, q, Hq, d]."""
+    layer = shared_prefix.layers[module.layer_idx]
+    pk, pv = layer.pk, layer.pv                                       # [1, Hkv, P, d]
+    B, Hq, q, d = query.shape
+    Hkv = key.shape[1]
+    g = Hq // Hkv
+    scaling = d ** -0.5 if scaling is None else scaling
+    # prefix: all rows' queries against the one prefix
+    # [B, Hkv*g, q, d] -> [Hkv, B, g, q, d] -> [1, Hkv, B*g*q, d]
+    qp = query.view(B, Hkv, g, q, d).transpose(0, 1).reshape(1, Hkv, B * g * q, d)
+    o_p, lse_p = _attend(qp, pk, pv, scaling)
+    o_p = o_p.view(Hkv, B, g, q, d).transpose(0, 1)                   # [B, Hkv, g, q, d]
+    lse_p = lse_p.view(Hkv, B, g, q, 1).transpose(0, 1)
+    if getattr(shared_prefix, "packed", None) is not None:
+        o_s, lse_s = _own_tokens_packed(shared_prefix.packed, query, key, value, scaling)
+    else:
+        o_s, lse_s = _own_tokens(query, key, value, attention_mask, scaling)
     lse = torch.logaddexp(lse_p, lse_s)
     out = torch.exp(lse_p - lse) * o_p + torch.exp(lse_s - lse) * o_s  # [B, Hkv, g, q, d]
     out = out.reshape(B, Hq, q, d).transpose(1, 2).contiguous()       # [B, q, Hq, d]
@@ -178,6 +231,7 @@ def make_cache(prefix_kv, model, room: int = 0):
 
     cache = DynamicCache(config=model.config)
     cache.layers = [SharedPrefixLayer(k, v, room) for k, v in prefix_kv]
+    cache.packed = None                   # or a Packed layout, when the batch is packed rows
     return cache
 
 
