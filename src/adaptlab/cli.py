@@ -58,7 +58,9 @@ def tasks_cmd(as_json: bool) -> None:
 @click.option("--split", default="test", show_default=True, help="Split role (train/dev/test) or split name.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate the first N examples.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Inputs per forward (generation, and scoring without shared demonstrations; "
+                   "inputs after shared demonstrations are packed, ~512 tokens a forward).")
 @click.option("--out", default=None, help="Also write the JSON document (with per-example records) here.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def eval_cmd(task, model, adapter, prompt, sets, data, split, limit, seed, batch_size, out, as_json) -> None:
