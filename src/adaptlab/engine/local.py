@@ -209,7 +209,7 @@ class LocalLM:
         prefix = rows[0][0][:P] if P else []
         results: list[list[OptionScore | None]] = [[None] * len(o) for o in options]
         order = sorted(range(len(rows)), key=lambda k: -len(rows[k][0]))
-        if P and self.share_prefix and not getattr(self.model, "n_virtual", 0):
+        if P and self.share_prefix:
             self._score_packed(rows, order, prefix, results)
             self.cost.seconds += time.perf_counter() - t0
             return results  # type: ignore[return-value]
@@ -268,8 +268,10 @@ class LocalLM:
             cache.packed = shared_prefix.Packed.of([len(t) for t in tails], self.device)
             ids = torch.tensor([[t for tail in tails for t in tail]], device=self.device)          # [1, T]
             pos = torch.tensor([[P + j for tail in tails for j in range(len(tail))]], device=self.device)
-            out = self._forward(input_ids=ids, position_ids=pos, past_key_values=cache, shared_prefix=cache,
-                                use_cache=True, logits_to_keep=torch.tensor(keep, device=self.device))
+            mask = torch.ones((1, P + T), dtype=torch.long, device=self.device)   # as _batch_inputs: [prefix ; rows]
+            out = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                                shared_prefix=cache, use_cache=True,
+                                logits_to_keep=torch.tensor(keep, device=self.device))
             self.cost.forwards += 1
             self.cost.prompt_tokens += T
             logp = F.log_softmax(out.logits[0].float(), dim=-1)        # [len(keep), V]
