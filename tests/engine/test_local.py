@@ -67,6 +67,29 @@ def test_greedy_generate_equals_hf_generate(tiny_decoder):
         assert o[0] == bb.tokenizer.decode(new, skip_special_tokens=True)
 
 
+@pytest.mark.parametrize("rows", [1, 3])
+def test_decode_step_logits_equal_the_models(tiny_decoder, rows):
+    # the bare Llama's decode step takes the vocabulary projection itself (W h^T for a few rows)
+    lm = LocalLM(tiny_decoder)
+    assert lm._head is tiny_decoder.model.get_output_embeddings().weight
+    ids = torch.tensor([lm.encode("Review: a great movie")] * rows)
+    with torch.no_grad():
+        pre = tiny_decoder.model(input_ids=ids[:, :-1], use_cache=True)
+        ref = tiny_decoder.model(input_ids=ids[:, :-1], use_cache=True)
+        want = tiny_decoder.model(input_ids=ids[:, -1:], past_key_values=ref.past_key_values).logits[:, -1]
+        _, got = lm._decode(input_ids=ids[:, -1:], past_key_values=pre.past_key_values, use_cache=True)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_decode_head_only_for_bare_linear_head_models(tiny_decoder):
+    from adaptlab.tuning import apply_method
+
+    assert LocalLM(tiny_decoder, model=apply_method(tiny_decoder, "lora"))._head is None
+    tiny_decoder.model.config.logits_scaling = 2.0            # e.g. Granite scales its logits
+    assert LocalLM(tiny_decoder)._head is None
+
+
 def test_n_samples_reproducible_with_seed(tiny_decoder):
     lm = LocalLM(tiny_decoder)
     a = lm.generate(["Review: a great movie"], n=4, max_new_tokens=10, temperature=1.0, seed=3)

@@ -31,6 +31,9 @@ from transformers import DynamicCache
 from adaptlab.engine import Cost, OptionScore, shared_prefix
 
 MIN_PREFIX = 8  # shorter shared prefixes are not worth a cache
+# causal-LM families whose logits are exactly h W^T, h the body's last hidden state and W the
+# output embedding (no logit scaling, soft-capping or bias): a decode step may take that product itself
+LINEAR_HEAD = {"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo", "olmo2", "smollm3", "starcoder2", "helium"}
 
 
 def _common_prefix(seqs: list[list[int]]) -> int:
@@ -69,6 +72,7 @@ class LocalLM:
             eos.add(self.tok.eos_token_id)
         self.eos_ids = eos
         self.device = next(self.model.parameters()).device
+        self._head = self._linear_head() if self.plain else None
         self.finish_reasons: list[list[str]] = []  # of the last generate(): stop string | "eos" | "length"
 
     # ------------------------------------------------------------------ tokenization
@@ -158,18 +162,42 @@ class LocalLM:
         self.cost.prompt_tokens += int(mask.sum())
         return kw
 
-    def _forward(self, **kw):
-        """A model call. For the bare HF model an all-ones mask is dropped so attention takes its
-        unmasked fast path (no [B, 1, q, k] mask is built; n samples of one prompt never need
-        one); wrapped (tuned) models always get the mask."""
+    def _forward(self, body: bool = False, **kw):
+        """A model call (``body``: the bare model's decoder only, returning hidden states). For the
+        bare HF model an all-ones mask is dropped so attention takes its unmasked fast path (no
+        [B, 1, q, k] mask is built; n samples of one prompt never need one); wrapped (tuned)
+        models always get the mask."""
         m = kw.get("attention_mask")
         if self.plain and m is not None and bool(m.all()):
             kw["attention_mask"] = None
+        model = self.model.get_decoder() if body else self.model
         if kw.get("shared_prefix") is not None:
             with shared_prefix.active(self.model):
-                return self.model(**kw)
+                return model(**kw)
         kw.pop("shared_prefix", None)
-        return self.model(**kw)
+        return model(**kw)
+
+    def _linear_head(self):
+        """W [V, D] where the bare model's logits are exactly h W^T (a LINEAR_HEAD family), else None."""
+        cfg, head = self.model.config, self.model.get_output_embeddings()
+        ok = (getattr(cfg, "model_type", None) in LINEAR_HEAD and isinstance(head, torch.nn.Linear)
+              and head.bias is None and not getattr(cfg, "final_logit_softcapping", None)
+              and getattr(cfg, "logits_scaling", 1) == 1)
+        return head.weight if ok else None
+
+    def _decode(self, **kw):
+        """One decode step: (cache, next-token logits [B, V]). A step reads every weight once for
+        all B rows, so it is bound by memory traffic; but for a few rows MKL computes the
+        vocabulary projection h W^T ([B, D] x [D, V]) ~1.7x slower than the same product laid out
+        as W h^T ([V, D] x [D, B]): 27 vs 15 ms for 8 x 576 x 49152 at 2 threads, a tenth of a
+        step. Where the logits are exactly h W^T the engine runs the body and takes that product."""
+        rows = kw["input_ids"].shape[0]
+        if self._head is None or not 2 <= rows <= 32:
+            o = self._forward(**kw)
+            return o.past_key_values, o.logits[:, -1, :]
+        o = self._forward(body=True, **kw)
+        h = o.last_hidden_state[:, -1, :]                             # [B, D]
+        return o.past_key_values, torch.mm(self._head, h.T).T.contiguous()   # [V, D] x [D, B] -> [B, V]
 
     def _split_prefix(self, seqs: list[list[int]], min_rest: int | list[int] = 1) -> int:
         """Length of the shared prefix worth caching; every row keeps at least ``min_rest``
@@ -378,10 +406,9 @@ class LocalLM:
             mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=mask.device)], 1)
             pos = pos + 1
             ids = torch.tensor([[t] for t in nxt], device=self.device)
-            o = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos,
-                              past_key_values=cache, use_cache=True, shared_prefix=shared)
+            cache, last = self._decode(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                       past_key_values=cache, use_cache=True, shared_prefix=shared)
             self.cost.forwards += 1
-            cache, last = o.past_key_values, o.logits[:, -1, :]
         for row in range(rows):
             text = self.tok.decode(generated[row], skip_special_tokens=True)
             hits = [(text.find(s), s) for s in stop if s in text]
