@@ -4,7 +4,9 @@ vs a second load (read the cache), in one run with a fresh temporary cache folde
     python bench/load_time.py
 """
 
+import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,19 +32,24 @@ def timed_load(cache: str, preimport: str = "") -> tuple[float, float]:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3, help="second loads timed (each in a new process)")
+    n = ap.parse_args().repeats
     with tempfile.TemporaryDirectory() as cache:
         first, _ = timed_load(cache)
-        runs = [timed_load(cache) for _ in range(3)]
-        eager = [timed_load(cache, PREIMPORT) for _ in range(3)]
+        runs = [timed_load(cache) for _ in range(n)]
+        eager = [timed_load(cache, PREIMPORT) for _ in range(n)]
     seconds = [r[0] for r in runs]
     second = min(seconds)
     print(f"first load (dequantize + cache): {first:.2f} s")
-    print(f"second load (from cache), best of 3: {second:.2f} s  (all: {', '.join(f'{s:.2f}' for s in seconds)})")
-    print(f"python imports before it (torch + transformers), best of 3: {min(r[1] for r in runs):.2f} s")
-    print(f"second load with transformers' Llama modules imported beforehand, best of 3: "
+    print(f"second load (from cache), best of {n}: {second:.2f} s, median {statistics.median(seconds):.2f} s"
+          f"  (all: {', '.join(f'{s:.2f}' for s in seconds)})")
+    print(f"python imports before it (torch + transformers), best of {n}: {min(r[1] for r in runs):.2f} s")
+    print(f"second load with transformers' Llama modules imported beforehand, best of {n}: "
           f"{min(r[0] for r in eager):.2f} s (those imports: {min(r[1] for r in eager):.2f} s)")
     print(f"ratio second/first: {second / first:.3f}")
-    print("target: second load <= 3 s ->", "MET" if second <= 3.0 else "MISSED")
+    print("target: second load <= 3 s -> best:", "MET" if second <= 3.0 else "MISSED",
+          "/ median:", "MET" if statistics.median(seconds) <= 3.0 else "MISSED")
 
 
 if __name__ == "__main__":

@@ -28,12 +28,9 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from adaptlab.engine import Cost, OptionScore, shared_prefix
+from adaptlab.engine import Cost, OptionScore, decoding, shared_prefix
 
 MIN_PREFIX = 8  # shorter shared prefixes are not worth a cache
-# causal-LM families whose logits are exactly h W^T, h the body's last hidden state and W the
-# output embedding (no logit scaling, soft-capping or bias): a decode step may take that product itself
-LINEAR_HEAD = {"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo", "olmo2", "smollm3", "starcoder2", "helium"}
 
 
 def _common_prefix(seqs: list[list[int]]) -> int:
@@ -72,7 +69,7 @@ class LocalLM:
             eos.add(self.tok.eos_token_id)
         self.eos_ids = eos
         self.device = next(self.model.parameters()).device
-        self._head = self._linear_head() if self.plain else None
+        self._head = decoding.linear_head(self.model) if self.plain else None  # W of z = h W^T
         self.finish_reasons: list[list[str]] = []  # of the last generate(): stop string | "eos" | "length"
 
     # ------------------------------------------------------------------ tokenization
@@ -177,27 +174,15 @@ class LocalLM:
         kw.pop("shared_prefix", None)
         return model(**kw)
 
-    def _linear_head(self):
-        """W [V, D] where the bare model's logits are exactly h W^T (a LINEAR_HEAD family), else None."""
-        cfg, head = self.model.config, self.model.get_output_embeddings()
-        ok = (getattr(cfg, "model_type", None) in LINEAR_HEAD and isinstance(head, torch.nn.Linear)
-              and head.bias is None and not getattr(cfg, "final_logit_softcapping", None)
-              and getattr(cfg, "logits_scaling", 1) == 1)
-        return head.weight if ok else None
-
     def _decode(self, **kw):
-        """One decode step: (cache, next-token logits [B, V]). A step reads every weight once for
-        all B rows, so it is bound by memory traffic; but for a few rows MKL computes the
-        vocabulary projection h W^T ([B, D] x [D, V]) ~1.7x slower than the same product laid out
-        as W h^T ([V, D] x [D, B]): 27 vs 15 ms for 8 x 576 x 49152 at 2 threads, a tenth of a
-        step. Where the logits are exactly h W^T the engine runs the body and takes that product."""
+        """One decode step: (cache, next-token logits [B, V]). A bare linear-head model runs its
+        body and the engine takes the vocabulary projection (``decoding.project``)."""
         rows = kw["input_ids"].shape[0]
-        if self._head is None or not 2 <= rows <= 32:
+        if self._head is None or not decoding.ROWS[0] <= rows <= decoding.ROWS[1]:
             o = self._forward(**kw)
             return o.past_key_values, o.logits[:, -1, :]
         o = self._forward(body=True, **kw)
-        h = o.last_hidden_state[:, -1, :]                             # [B, D]
-        return o.past_key_values, torch.mm(self._head, h.T).T.contiguous()   # [V, D] x [D, B] -> [B, V]
+        return o.past_key_values, decoding.project(self._head, o.last_hidden_state[:, -1, :])
 
     def _split_prefix(self, seqs: list[list[int]], min_rest: int | list[int] = 1) -> int:
         """Length of the shared prefix worth caching; every row keeps at least ``min_rest``
@@ -338,21 +323,6 @@ class LocalLM:
         self.finish_reasons = reasons     # per completion: the stop string that ended it, "eos" or "length"
         return out
 
-    def _sample(self, logits: torch.Tensor, temperature: float, top_p: float, gen) -> torch.Tensor:
-        if temperature <= 0:
-            return logits.argmax(-1)
-        probs = F.softmax(logits.float() / temperature, dim=-1)
-        if top_p < 1.0:
-            sp, si = probs.sort(-1, descending=True)
-            keep = sp.cumsum(-1) - sp < top_p
-            sp = sp * keep
-            probs = torch.zeros_like(probs).scatter(-1, si, sp)
-        # inverse-CDF draw: one uniform per row (torch.multinomial draws one exponential per
-        # vocabulary entry, ~10 ms a step for 8 rows x 49k on a CPU)
-        cdf = probs.cumsum(-1)                                        # [B, V]
-        u = torch.rand((cdf.shape[0], 1), generator=gen).to(cdf.device) * cdf[:, -1:]
-        return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
-
     def _generate_group(self, seqs, n, max_new_tokens, temperature, top_p, stop, gen) -> tuple[list[str], list[str]]:
         max_new_tokens = min(max_new_tokens, max(1, self.max_length - max(len(s) for s in seqs)))
         P = self._split_prefix(seqs)
@@ -379,7 +349,7 @@ class LocalLM:
         texts = [""] * rows
         why = ["length"] * rows
         for step in range(max_new_tokens):
-            nxt = self._sample(last, temperature, top_p, gen).tolist()
+            nxt = decoding.sample(last, temperature, top_p, gen).tolist()
             still = []
             for a, row in enumerate(active):
                 t = nxt[a]
