@@ -8,7 +8,9 @@ method and seed), then `adaptlab eval --adapter` on the validation split (872). 
 appended to ``--results`` (JSONL) as they finish; finished (method, seed) rows are skipped on a
 rerun, so the other methods' rows can be added later with their own ``--methods``. Prints the
 table: mean accuracy over seeds (and each seed), trainable parameters, adapter bytes, and the
-majority-class baseline.
+majority-class baseline. A method run with another ``--lr`` or ``--set`` is its own row (a
+hyperparameter search lands next to the defaults, each with its mean dev metric to choose by).
+``--threads 1`` lets two runs share a 2-core machine.
 """
 
 from __future__ import annotations
@@ -44,11 +46,13 @@ def main() -> None:
     ap.add_argument("--lr", dest="lrs", action="append", default=[], help="method=value: another learning rate (repeatable)")
     ap.add_argument("--results", default="bench/results/tuning_quality.jsonl")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)),
+                    help="torch threads (1 lets two runs share 2 cores)")
     args = ap.parse_args()
 
     import torch
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(args.threads)
     from adaptlab.data import load_split
     from adaptlab.engine import make_lm
     from adaptlab.evaluate import evaluate
@@ -63,7 +67,6 @@ def main() -> None:
     rows = [json.loads(x) for x in results.read_text().splitlines() if x.strip()] if results.exists() else []
     budget = {"model": args.model, "task": args.task, "train_limit": args.train_limit, "epochs": args.epochs,
               "batch_size": args.batch_size, "max_seq_len": args.max_seq_len}
-    done = {(r["method"], r["seed"]) for r in rows if r.get("budget") == budget}
     methods = [m for m in args.methods.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",")]
     extra: dict[str, dict] = {}
@@ -74,13 +77,18 @@ def main() -> None:
     for s in args.lrs:
         m, _, v = s.partition("=")
         LR[m] = float(v)
+
+    def setting(r: dict) -> tuple:         # a method's runs with another lr or --set are another row
+        return r["method"], r["lr"], tuple(sorted(r["sets"].items()))
+
+    done = {setting(r) + (r["seed"],) for r in rows if r.get("budget") == budget}
     task = load_task(args.task)
     test = load_split(task, "test", limit=args.test_limit)
     if not args.table_only:
         backbone = load_backbone(args.model)
         for seed in seeds:                      # every method's seed 0 first, then seed 1, ...
             for method in methods:
-                if (method, seed) in done:
+                if (method, LR.get(method), tuple(sorted(extra.get(method, {}).items())), seed) in done:
                     continue
                 out = Path(tempfile.mkdtemp(prefix=f"tq-{method}-{seed}-")) / "run"
                 t0 = time.perf_counter()
@@ -98,6 +106,7 @@ def main() -> None:
                        "adapter_bytes": (out / "adapter_model.safetensors").stat().st_size,
                        "train_seconds": stats["train_seconds"], "wall_seconds": round(wall, 1),
                        "tokens_seen": stats["tokens_seen"], "dev_per_epoch": stats["dev_per_epoch"],
+                       "dev_n": args.eval_limit,
                        "date": time.strftime("%Y-%m-%d")}
                 rows.append(row)
                 with results.open("a") as f:
@@ -109,18 +118,21 @@ def main() -> None:
     print(f"{args.task} validation n={len(test)}, model {args.model}; budget: {args.train_limit} train examples, "
           f"{args.epochs} epochs, batch {args.batch_size}, max_seq_len {args.max_seq_len}; seeds {args.seeds}")
     print(f"majority-class baseline: {majority:.4f}\n")
-    print("| method | accuracy (mean) | per seed | trainable params | adapter bytes | lr | train s (mean) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    order = methods + sorted({r["method"] for r in rows if r.get("budget") == budget} - set(methods))
-    for method in order:
-        rs = sorted((r for r in rows if r["method"] == method and r.get("budget") == budget and r["seed"] in seeds),
+    print("| method | accuracy (mean) | per seed | trainable params | adapter bytes | lr | train s (mean) | dev (mean) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    found = {setting(r) for r in rows if r.get("budget") == budget}
+    rank = {m: i for i, m in enumerate(methods)}
+    for key in sorted(found, key=lambda k: (rank.get(k[0], len(rank)), k[0], k[1], k[2])):
+        rs = sorted((r for r in rows if setting(r) == key and r.get("budget") == budget and r["seed"] in seeds),
                     key=lambda r: r["seed"])
         if not rs:
             continue
         accs = [r["accuracy"] for r in rs]
-        print(f"| {method} | {statistics.mean(accs):.4f} | {', '.join(f'{a:.4f}' for a in accs)} | "
+        name = key[0] + "".join(f" {k}={v}" for k, v in key[2])
+        print(f"| {name} | {statistics.mean(accs):.4f} | {', '.join(f'{a:.4f}' for a in accs)} | "
               f"{rs[0]['trainable_params']:,} | {rs[0]['adapter_bytes']:,} | {rs[0]['lr']} | "
-              f"{statistics.mean(r['train_seconds'] for r in rs):.0f} |")
+              f"{statistics.mean(r['train_seconds'] for r in rs):.0f} | "
+              f"{statistics.mean(r['dev_per_epoch'][-1][task.metric] for r in rs):.4f} |")
 
 
 if __name__ == "__main__":
