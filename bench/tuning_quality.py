@@ -88,7 +88,7 @@ def main() -> None:
         backbone = load_backbone(args.model)
         for seed in seeds:                      # every method's seed 0 first, then seed 1, ...
             for method in methods:
-                if (method, LR.get(method), tuple(sorted(extra.get(method, {}).items())), seed) in done:
+                if setting({"method": method, "lr": LR.get(method), "sets": extra.get(method, {})}) + (seed,) in done:
                     continue
                 out = Path(tempfile.mkdtemp(prefix=f"tq-{method}-{seed}-")) / "run"
                 t0 = time.perf_counter()
