@@ -79,3 +79,72 @@ def test_cached_generation_sees_the_deep_prompts(tiny_decoder):
     t = apply_method(bb, "p-tuning-v2", {"num_virtual_tokens": 4})
     perturb(t)
     check_cached_generation(bb, t)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_encoder_positions_with_deep_prompts(tiny_encoder, keep):
+    """keep_positions=True: the real tokens keep positions 0..L-1 (BERT's absolute positions count
+    the cache); False: they start after the n prefixes, as with a plain cache in Hugging Face."""
+    from transformers import DynamicCache
+
+    task = load_task("reviews")
+    t = apply_method(tiny_encoder, "p-tuning-v2", {"num_virtual_tokens": 5, "keep_positions": str(keep).lower()}, task)
+    perturb(t)
+    t.eval()
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        ours = t.body(input_ids=ids, attention_mask=mask)
+        cache = DynamicCache(ddp_cache_data=list(t.deep_prompt_encoder.past_key_values(2)), config=t.model.config)
+        kw = {"position_ids": torch.arange(4).expand(2, -1)} if keep else {}
+        ref = t.model(input_ids=ids, attention_mask=torch.ones(2, 9, dtype=torch.long), past_key_values=cache, **kw)
+        shifted = t.model(input_ids=ids, attention_mask=torch.ones(2, 9, dtype=torch.long),
+                          past_key_values=DynamicCache(ddp_cache_data=list(t.deep_prompt_encoder.past_key_values(2)),
+                                                       config=t.model.config))
+    assert torch.allclose(ours, ref.last_hidden_state, atol=1e-6)
+    assert keep == (not torch.allclose(ours, shifted.last_hidden_state, atol=1e-4))
+
+
+def test_keep_positions_is_saved(load_tiny, tmp_path):
+    task = load_task("reviews")
+    bb = load_tiny("encoder")
+    t = apply_method(bb, "p-tuning-v2", {"num_virtual_tokens": 3, "keep_positions": "true"}, task)
+    save_adapter(tmp_path / "a", t)
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["keep_positions"] is True
+    _, loaded = load_adapter(tmp_path / "a")
+    assert loaded.deep_prompt_encoder.keep_positions is True
+
+
+def test_init_from_real_tokens_activations(tiny_decoder):
+    """init=text: the prompts are the frozen model's own keys/values of the text's tokens, so the
+    tuned model reads the input exactly as the plain model reads text + input."""
+    text_ids = [11, 12, 13, 14]
+    text = tiny_decoder.tokenizer.decode(text_ids)
+    n = 6                                                        # the text repeated to n tokens
+    t = apply_method(tiny_decoder, "p-tuning-v2", {"num_virtual_tokens": n, "init": "text", "init_text": text,
+                                                    "prefix_dropout": "0"}).eval()
+    ids_text = torch.tensor([tiny_decoder.tokenizer(text, add_special_tokens=False)["input_ids"]])
+    full_text = (ids_text[0].tolist() * n)[:n]
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        ours = t(input_ids=ids).logits
+        plain = tiny_decoder.model(input_ids=torch.tensor([full_text + [5, 6, 7]])).logits[:, n:]
+    assert torch.allclose(ours, plain, atol=1e-5)
+    rnd = apply_method(tiny_decoder, "p-tuning-v2", {"num_virtual_tokens": n, "prefix_dropout": "0"}).eval()
+    with torch.no_grad():
+        assert not torch.allclose(rnd(input_ids=ids).logits, plain, atol=1e-3)
+
+
+def test_init_options_checked_and_not_saved(tiny_encoder, load_tiny, tmp_path):
+    with pytest.raises(ConfigError):
+        make_config("p-tuning-v2", {"init": "text", "prefix_projection": "true"})
+    with pytest.raises(ConfigError):
+        make_config("p-tuning-v2", {"init_text": "hello"})                   # init_text without init=text
+    with pytest.raises(ConfigError):
+        apply_method(tiny_encoder, "p-tuning-v2", {"init": "text"})           # no text, no task instruction
+    task = load_task("reviews")
+    bb = load_tiny("encoder")
+    t = apply_method(bb, "p-tuning-v2", {"num_virtual_tokens": 3, "init": "vocab"}, task)
+    save_adapter(tmp_path / "a", t)
+    _, loaded = load_adapter(tmp_path / "a")                                  # loads the trained prompts as they are
+    assert torch.equal(loaded.deep_prompt_encoder.embedding.weight, t.deep_prompt_encoder.embedding.weight)

@@ -62,7 +62,9 @@ one) it prepends the soft embeddings / seeds the cache with the prefixes and str
 positions from the returned logits / hidden states. Later calls (decoding with the KV cache, or
 the engine's cached shared prefix, which came out of this same model) already hold the virtual
 tokens in the cache. So generation with ``use_cache=True`` sees the prompt at every step, and
-the engine needs no special case. On an encoder only ``embeds`` applies.
+the engine needs no special case. On an encoder, whose absolute position embeddings count the
+cache, a prefix module with ``keep_positions = True`` keeps the real tokens at positions 0..L-1
+(otherwise they start at n_virtual, as in peft).
 
 Heads
 -----
@@ -242,6 +244,10 @@ class TunedModel(nn.Module):
                     from transformers import DynamicCache
 
                     past_key_values = DynamicCache(ddp_cache_data=list(kv), config=self.model.config)
+                    if self.kind == "encoder" and position_ids is None and getattr(p, "keep_positions", False):
+                        # absolute positions count the cache: without this the real tokens would sit
+                        # at n..n+L-1 ([CLS] at n); the prefixes are free keys/values with no position
+                        position_ids = torch.arange(L, device=dev).unsqueeze(0).expand(B, -1)   # [B, L]
         kw.update(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                   position_ids=position_ids)
         if past_key_values is not None:

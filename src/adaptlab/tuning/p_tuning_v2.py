@@ -13,6 +13,17 @@ names: (1) no reparameterization by default (the MLP helps on some tasks, hurts 
 head on the [CLS]/pooled representation instead of a verbalizer; (3) prompt length tuned per
 task (about 20 for simple classification); (4) prefix dropout (0.1 in the authors' code).
 
+Initialization: ``random`` (N(0, 1), the authors' ``nn.Embedding``), or, as prefix tuning's
+authors found better (Li & Liang Sec. 7.2), the frozen model's own keys and values at every layer
+for n real tokens: ``text`` (``init_text`` repeated to n tokens; empty = the task's instruction)
+or ``vocab`` (tokens sampled from the first 5,000 ids), the choices of prompt tuning.
+
+Positions on an encoder: BERT-style absolute position embeddings count the cache, so with n
+prefixes the real tokens would be embedded at positions n..n+L-1 and [CLS] at n (what the
+authors' code and peft get from Hugging Face). ``keep_positions=True`` keeps them at 0..L-1, where
+the frozen model was pretrained to see them; the prefixes are free keys/values and need no
+position of their own. A decoder is unaffected (its positions continue after the prefix).
+
 Here: the prompts are ``PrefixEncoder`` of ``prefix.py`` (the same P_theta layout [n, 2 L D],
 D = H_kv * d_head) registered under ``deep_prompt_encoder``. Every encoder gets the head (as for
 every method); a decoder uses the LM head over the verbalizer's label words (so the same
@@ -42,12 +53,18 @@ class Config:
     prefix_dropout: float = 0.1             # the authors' code: dropout 0.1 on the prompts
     classifier: Literal["auto", "head", "verbalizer"] = "auto"   # decoder: auto = verbalizer
     head_dropout: float = 0.1
+    keep_positions: bool = False            # encoder: real tokens keep positions 0..L-1 (see above)
+    init: Literal["random", "vocab", "text"] = "random"   # P at the start: N(0, 1), or real tokens' k/v
+    init_text: str = ""                     # for init=text ("" = the task's instruction)
 
     def __post_init__(self):
         check(1 <= self.num_virtual_tokens <= 1024, f"num_virtual_tokens={self.num_virtual_tokens}: must be in [1, 1024]")
         check(1 <= self.encoder_hidden_size <= 65536, f"encoder_hidden_size={self.encoder_hidden_size}: must be in [1, 65536]")
         check(0.0 <= self.prefix_dropout < 1.0, f"prefix_dropout={self.prefix_dropout}: must be in [0, 1)")
         check(0.0 <= self.head_dropout < 1.0, f"head_dropout={self.head_dropout}: must be in [0, 1)")
+        check(self.init == "text" or not self.init_text, "init_text is only used with init=text")
+        check(self.init == "random" or not self.prefix_projection,
+              f"init={self.init} sets the prompts themselves: it needs prefix_projection=false")
 
     @property
     def head(self):
@@ -61,7 +78,10 @@ def apply(backbone, config: Config, task=None):
     from adaptlab.tuning import TunedModel, make_head
 
     t = TunedModel.wrap(backbone, "p-tuning-v2", config, task)
-    t.add_prompt(MODULE, _prefix.make_encoder(t.model, config))
+    enc = _prefix.make_encoder(t.model, config, keep_positions=config.keep_positions)
+    if config.init != "random":
+        enc.embedding.weight.data.copy_(_prefix.activation_prefixes(t.model, _init_ids(backbone, config, task)))
+    t.add_prompt(MODULE, enc)
     if config.classifier == "verbalizer" and backbone.kind == "encoder":
         raise ConfigError("p-tuning-v2: classifier=verbalizer needs a decoder; an encoder classifies with a head")
     if config.classifier == "head" and backbone.kind == "decoder":
@@ -69,8 +89,26 @@ def apply(backbone, config: Config, task=None):
     return t
 
 
+def _init_ids(backbone, cfg: Config, task):
+    """The n real tokens whose keys/values start the prompts (the choices of prompt tuning's init)."""
+    import torch
+
+    from adaptlab.errors import ConfigError
+    from adaptlab.tuning.prompt_tuning import VOCAB_TOP, init_text_ids
+
+    n, V = cfg.num_virtual_tokens, backbone.model.get_input_embeddings().weight.shape[0]
+    dev = next(backbone.model.parameters()).device
+    if cfg.init == "vocab":
+        return torch.randint(0, min(VOCAB_TOP, V), (n,), device=dev)
+    text = cfg.init_text or (getattr(task, "instruction", "") or "")
+    if not text.strip():
+        raise ConfigError("p-tuning-v2: init=text needs init_text (or a task with an instruction)")
+    return torch.tensor(init_text_ids(backbone.tokenizer, text, n), device=dev)
+
+
 def saved_config(cfg: Config) -> Config:
-    return dataclasses.replace(cfg, prefix_projection=False)
+    # the file holds the trained prompts themselves: no MLP, nothing to initialize on load
+    return dataclasses.replace(cfg, prefix_projection=False, init="random", init_text="")
 
 
 def saved_state(tuned):
@@ -87,11 +125,12 @@ def from_file_keys(state: dict) -> dict:
 
 def to_peft_config(cfg: Config, tuned) -> dict:
     return {"peft_type": "ADAPTLAB_P_TUNING_V2", **_prefix.peft_fields(cfg, tuned),
-            "prefix_dropout": cfg.prefix_dropout, "classifier": cfg.classifier, "head_dropout": cfg.head_dropout}
+            "prefix_dropout": cfg.prefix_dropout, "classifier": cfg.classifier, "head_dropout": cfg.head_dropout,
+            "keep_positions": cfg.keep_positions}
 
 
 def from_peft_config(d: dict) -> dict:
     v = _prefix.values_from_peft(d, "p-tuning-v2")
     v.update(prefix_dropout=float(d.get("prefix_dropout", 0.1)), classifier=d.get("classifier", "auto"),
-             head_dropout=float(d.get("head_dropout", 0.1)))
+             head_dropout=float(d.get("head_dropout", 0.1)), keep_positions=bool(d.get("keep_positions", False)))
     return v

@@ -65,9 +65,10 @@ class PrefixEncoder(nn.Module):
     Names are peft's (``embedding``, ``transform.0``, ``transform.2``)."""
 
     def __init__(self, n: int, L: int, H_kv: int, d: int, projection: bool, hidden: int, dropout: float,
-                 dtype: torch.dtype, device=None):
+                 dtype: torch.dtype, device=None, keep_positions: bool = False):
         super().__init__()
         self.n_virtual = n
+        self.keep_positions = keep_positions     # encoder: real tokens at 0..L-1 (the seam reads it)
         self.L, self.H_kv, self.d = L, H_kv, d
         D = H_kv * d
         self.projection = projection
@@ -97,11 +98,27 @@ class PrefixEncoder(nn.Module):
                  P[2 * i + 1].unsqueeze(0).expand(B, -1, -1, -1)) for i in range(self.L)]
 
 
-def make_encoder(model, cfg) -> PrefixEncoder:
+@torch.no_grad()
+def activation_prefixes(model, ids: torch.Tensor) -> torch.Tensor:
+    """P_theta [n, 2 L D] from the frozen model's own keys and values of the n tokens ``ids``
+    (Li & Liang Sec. 7.2: prefixes initialized "with activations of real words")."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    was_training = model.training
+    model.eval()
+    model(input_ids=ids.unsqueeze(0), past_key_values=cache, use_cache=True)   # fills the cache, layer by layer
+    model.train(was_training)
+    kv = [t for layer in cache.layers for t in (layer.keys, layer.values)]    # 2L x [1, H_kv, n, d]: k0, v0, k1, ...
+    P = torch.cat(kv, 0).permute(2, 0, 1, 3)                                   # [n, 2L, H_kv, d]
+    return P.reshape(P.shape[0], -1).float()                                   # [n, 2L*H_kv*d]
+
+
+def make_encoder(model, cfg, keep_positions: bool = False) -> PrefixEncoder:
     L, H_kv, d = kv_geometry(model.config)
     p = next(model.parameters())
     return PrefixEncoder(cfg.num_virtual_tokens, L, H_kv, d, cfg.prefix_projection, cfg.encoder_hidden_size,
-                         cfg.prefix_dropout, dtype=p.dtype, device=p.device)
+                         cfg.prefix_dropout, dtype=p.dtype, device=p.device, keep_positions=keep_positions)
 
 
 def apply(backbone, config: Config, task=None):
