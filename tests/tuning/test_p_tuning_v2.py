@@ -148,3 +148,16 @@ def test_init_options_checked_and_not_saved(tiny_encoder, load_tiny, tmp_path):
     save_adapter(tmp_path / "a", t)
     _, loaded = load_adapter(tmp_path / "a")                                  # loads the trained prompts as they are
     assert torch.equal(loaded.deep_prompt_encoder.embedding.weight, t.deep_prompt_encoder.embedding.weight)
+
+
+def test_pooling_reaches_the_head_and_is_saved(load_tiny, tmp_path):
+    task = load_task("reviews")
+    bb = load_tiny("encoder")
+    assert apply_method(bb, "p-tuning-v2", {}, task).head.pooling == "mean"
+    t = apply_method(bb, "p-tuning-v2", {"num_virtual_tokens": 3, "pooling": "cls"}, task)
+    assert t.head.pooling == "cls"
+    save_adapter(tmp_path / "a", t)
+    _, loaded = load_adapter(tmp_path / "a")
+    assert loaded.head.pooling == "cls"
+    with pytest.raises(ConfigError):
+        make_config("p-tuning-v2", {"pooling": "max"})

@@ -26,7 +26,8 @@ position of their own. A decoder is unaffected (its positions continue after the
 
 Here: the prompts are ``PrefixEncoder`` of ``prefix.py`` (the same P_theta layout [n, 2 L D],
 D = H_kv * d_head) registered under ``deep_prompt_encoder``. Every encoder gets the head (as for
-every method); a decoder uses the LM head over the verbalizer's label words (so the same
+every method), pooled as the ``head`` method pools (``pooling``: ``mean`` by default, the default
+encoder's own pooling, or ``cls``, the first token as in the authors' BERT code); a decoder uses the LM head over the verbalizer's label words (so the same
 classification and qa tasks run and a tuned decoder still generates) unless
 ``classifier=head`` asks for the paper's linear head on the last token. The adapter file is
 peft's PREFIX_TUNING layout (``prompt_embeddings`` [n, 2 L D]) under our own
@@ -52,6 +53,7 @@ class Config:
     encoder_hidden_size: int = 512          # the MLP's width when prefix_projection
     prefix_dropout: float = 0.1             # the authors' code: dropout 0.1 on the prompts
     classifier: Literal["auto", "head", "verbalizer"] = "auto"   # decoder: auto = verbalizer
+    pooling: Literal["auto", "cls", "mean", "last"] = "auto"     # the head's input (auto: encoder mean, decoder last)
     head_dropout: float = 0.1
     keep_positions: bool = False            # encoder: real tokens keep positions 0..L-1 (see above)
     init: Literal["random", "vocab", "text"] = "random"   # P at the start: N(0, 1), or real tokens' k/v
@@ -70,7 +72,7 @@ class Config:
     def head(self):
         from adaptlab.tuning import HeadConfig
 
-        return HeadConfig(head_dropout=self.head_dropout)
+        return HeadConfig(pooling=self.pooling, head_dropout=self.head_dropout)
 
 
 def apply(backbone, config: Config, task=None):
@@ -126,11 +128,12 @@ def from_file_keys(state: dict) -> dict:
 def to_peft_config(cfg: Config, tuned) -> dict:
     return {"peft_type": "ADAPTLAB_P_TUNING_V2", **_prefix.peft_fields(cfg, tuned),
             "prefix_dropout": cfg.prefix_dropout, "classifier": cfg.classifier, "head_dropout": cfg.head_dropout,
-            "keep_positions": cfg.keep_positions}
+            "keep_positions": cfg.keep_positions, "pooling": cfg.pooling}
 
 
 def from_peft_config(d: dict) -> dict:
     v = _prefix.values_from_peft(d, "p-tuning-v2")
     v.update(prefix_dropout=float(d.get("prefix_dropout", 0.1)), classifier=d.get("classifier", "auto"),
-             head_dropout=float(d.get("head_dropout", 0.1)), keep_positions=bool(d.get("keep_positions", False)))
+             head_dropout=float(d.get("head_dropout", 0.1)), keep_positions=bool(d.get("keep_positions", False)),
+             pooling=d.get("pooling", "auto"))
     return v
