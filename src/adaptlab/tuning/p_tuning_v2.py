@@ -27,9 +27,10 @@ position of their own. A decoder is unaffected (its positions continue after the
 Here: the prompts are ``PrefixEncoder`` of ``prefix.py`` (the same P_theta layout [n, 2 L D],
 D = H_kv * d_head) registered under ``deep_prompt_encoder``. Every encoder gets the head (as for
 every method), pooled as the ``head`` method pools (``pooling``: ``mean`` by default, the default
-encoder's own pooling, or ``cls``, the first token as in the authors' BERT code); a decoder uses the LM head over the verbalizer's label words (so the same
-classification and qa tasks run and a tuned decoder still generates) unless
-``classifier=head`` asks for the paper's linear head on the last token. The adapter file is
+encoder's own pooling, or ``cls``, the first token as in the authors' BERT code); a decoder uses
+the LM head over the verbalizer's label words (so the same classification and qa tasks run and a
+tuned decoder still generates) unless ``classifier=head`` asks for the paper's linear head on the
+last token. The adapter file is
 peft's PREFIX_TUNING layout (``prompt_embeddings`` [n, 2 L D]) under our own
 ``peft_type: "ADAPTLAB_P_TUNING_V2"``; the head, when present, is ``head_classifier.linear.*``.
 """
