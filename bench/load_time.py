@@ -1,5 +1,7 @@
 """Default decoder load time: the first load (dequantize the GGUF, write the safetensors cache)
-vs a second load (read the cache), in one run with a fresh temporary cache folder.
+vs a second load (read the cache), in one run with a fresh temporary cache folder. The machine's
+speed varies from minute to minute, so the second load is also printed as a ratio to the first,
+measured side by side (the target, 3 s, came with a first load of ~20 s).
 
     python bench/load_time.py
 """
@@ -47,9 +49,12 @@ def main() -> None:
     print(f"python imports before it (torch + transformers), best of {n}: {min(r[1] for r in runs):.2f} s")
     print(f"second load with transformers' Llama modules imported beforehand, best of {n}: "
           f"{min(r[0] for r in eager):.2f} s (those imports: {min(r[1] for r in eager):.2f} s)")
-    print(f"ratio second/first: {second / first:.3f}")
+    median = statistics.median(seconds)
+    print(f"ratio second/first: best {second / first:.3f}, median {median / first:.3f}"
+          f" (the target's 3 s against its ~20 s first load: {3.0 / 20.0:.3f})")
     print("target: second load <= 3 s -> best:", "MET" if second <= 3.0 else "MISSED",
-          "/ median:", "MET" if statistics.median(seconds) <= 3.0 else "MISSED")
+          "/ median:", "MET" if median <= 3.0 else "MISSED",
+          "/ median ratio:", "MET" if median / first <= 3.0 / 20.0 else "MISSED")
 
 
 if __name__ == "__main__":
