@@ -13,8 +13,10 @@ as the bare body (``AutoModel``): heads are added by tuning methods, never patch
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -90,6 +92,19 @@ class Backbone:
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+
+@functools.cache
+def _cache_arg_of(cls) -> str:
+    params = inspect.signature(cls.forward).parameters
+    return "cache" if "cache" in params and "past_key_values" not in params else "past_key_values"
+
+
+def cache_arg(model) -> str:
+    """The name a model's ``forward`` takes its KV cache under: transformers renamed
+    ``past_key_values`` to ``cache`` (the old name warns, and goes in 5.40); our own wrappers
+    (``TunedModel``) keep ``past_key_values``."""
+    return _cache_arg_of(type(model))
 
 
 def cache_dir() -> Path:

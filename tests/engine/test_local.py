@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from adaptlab.engine.local import LocalLM
+from adaptlab.models import cache_arg
 
 DEMOS = ("Review: a great movie with a fine cast\nSentiment: positive\n\n"
          "Review: an awful boring film\nSentiment: negative\n\n")
@@ -76,7 +77,8 @@ def test_decode_step_logits_equal_the_models(tiny_decoder, rows):
     with torch.no_grad():
         pre = tiny_decoder.model(input_ids=ids[:, :-1], use_cache=True)
         ref = tiny_decoder.model(input_ids=ids[:, :-1], use_cache=True)
-        want = tiny_decoder.model(input_ids=ids[:, -1:], past_key_values=ref.past_key_values).logits[:, -1]
+        cache = {cache_arg(tiny_decoder.model): ref.past_key_values}
+        want = tiny_decoder.model(input_ids=ids[:, -1:], **cache).logits[:, -1]
         _, got = lm._decode(input_ids=ids[:, -1:], past_key_values=pre.past_key_values, use_cache=True)
     assert got.shape == want.shape
     assert torch.allclose(got, want, atol=1e-5)
@@ -124,3 +126,24 @@ def test_stop_strings_cut_rows_independently(tiny_decoder):
     assert lm.finish_reasons[0] == [stop]
     assert cut[1][0] == free[1][0]                  # the other row ran on unaffected
     assert lm.finish_reasons[1][0] in ("eos", "length")
+
+
+def test_cache_passed_under_the_models_own_argument_name(tiny_decoder, tiny_encoder):
+    """transformers renamed `past_key_values` to `cache` (the old name warns, and goes in 5.40):
+    neither the engine's cached decoding nor the tuning seam's prefixes use the old name."""
+    import warnings
+
+    from adaptlab.tasks import load_task
+    from adaptlab.tuning import apply_method
+
+    assert cache_arg(tiny_decoder.model) in ("cache", "past_key_values")
+    lm = LocalLM(tiny_decoder)
+    enc = apply_method(tiny_encoder, "p-tuning-v2", {"num_virtual_tokens": 3}, load_task("reviews")).eval()
+    ids = torch.tensor([[5, 6, 7]])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lm.generate(["a b c", "a b c d"], n=2, max_new_tokens=3, temperature=0.8)
+        lm.score(["a b c d e"] * 2, [["f", "g"], ["f", "g"]])
+        with torch.no_grad():
+            enc.classify(ids, torch.ones_like(ids))
+    assert not [w for w in caught if "past_key_values" in str(w.message)]

@@ -97,10 +97,9 @@ def test_encoder_positions_with_deep_prompts(tiny_encoder, keep):
         ours = t.body(input_ids=ids, attention_mask=mask)
         cache = DynamicCache(ddp_cache_data=list(t.deep_prompt_encoder.past_key_values(2)), config=t.model.config)
         kw = {"position_ids": torch.arange(4).expand(2, -1)} if keep else {}
-        ref = t.model(input_ids=ids, attention_mask=torch.ones(2, 9, dtype=torch.long), past_key_values=cache, **kw)
-        shifted = t.model(input_ids=ids, attention_mask=torch.ones(2, 9, dtype=torch.long),
-                          past_key_values=DynamicCache(ddp_cache_data=list(t.deep_prompt_encoder.past_key_values(2)),
-                                                       config=t.model.config))
+        ref = t.model(input_ids=ids, attention_mask=torch.ones(2, 9, dtype=torch.long), **{t.cache_arg: cache}, **kw)
+        cache = DynamicCache(ddp_cache_data=list(t.deep_prompt_encoder.past_key_values(2)), config=t.model.config)
+        shifted = t.model(input_ids=ids, attention_mask=torch.ones(2, 9, dtype=torch.long), **{t.cache_arg: cache})
     assert torch.allclose(ours, ref.last_hidden_state, atol=1e-6)
     assert keep == (not torch.allclose(ours, shifted.last_hidden_state, atol=1e-4))
 

@@ -7,8 +7,10 @@
 ``engine.local.LocalLM`` implements it over a Backbone (or a tuned model), ``engine.embedding.EmbeddingLM`` scores
 options by embedding similarity for encoders. A model given to ``LocalLM`` is called as
 ``model(input_ids=, attention_mask=, position_ids=, past_key_values=, use_cache=, logits_to_keep=)``
-and returns ``.logits`` and ``.past_key_values``, as Hugging Face causal LMs do; tuned models
-(LoRA, prefix, prompt tuning, ...) keep that contract, so the engine has no special cases.
+and returns ``.logits`` and ``.past_key_values``, as Hugging Face causal LMs do (the cache goes
+under the name the model's forward takes: ``cache`` since transformers renamed it, see
+``models.cache_arg``); tuned models (LoRA, prefix, prompt tuning, ...) keep that contract, so the
+engine has no special cases.
 """
 
 from __future__ import annotations

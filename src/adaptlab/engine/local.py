@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from adaptlab.engine import Cost, OptionScore, decoding, shared_prefix
+from adaptlab.models import cache_arg
 
 MIN_PREFIX = 8  # shorter shared prefixes are not worth a cache
 
@@ -168,6 +169,9 @@ class LocalLM:
         if self.plain and m is not None and bool(m.all()):
             kw["attention_mask"] = None
         model = self.model.get_decoder() if body else self.model
+        name = cache_arg(model)
+        if name != "past_key_values" and "past_key_values" in kw:
+            kw[name] = kw.pop("past_key_values")
         if kw.get("shared_prefix") is not None:
             with shared_prefix.active(self.model):
                 return model(**kw)

@@ -87,6 +87,7 @@ from torch import nn
 
 from adaptlab.config import build_config, check, config_dict
 from adaptlab.errors import ConfigError
+from adaptlab.models import cache_arg
 
 HEAD_PREFIX = "head_"
 
@@ -164,6 +165,7 @@ class TunedModel(nn.Module):
         self.generation_config = getattr(model, "generation_config", None)
         self.head_name: str | None = None
         self.prompt_name: str | None = None
+        self.cache_arg = cache_arg(model)               # the name the HF forward takes the KV cache under
 
     @classmethod
     def wrap(cls, backbone, method: str, config: Any, task=None, share_weights: bool = True) -> "TunedModel":
@@ -212,7 +214,7 @@ class TunedModel(nn.Module):
             kw.update(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                       position_ids=position_ids)
             if past_key_values is not None:
-                kw["past_key_values"] = past_key_values
+                kw[self.cache_arg] = past_key_values
             return {k: v for k, v in kw.items() if v is not None}, 0
         ref = input_ids if input_ids is not None else inputs_embeds
         B, L = ref.shape[0], ref.shape[1]
@@ -251,7 +253,7 @@ class TunedModel(nn.Module):
         kw.update(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                   position_ids=position_ids)
         if past_key_values is not None:
-            kw["past_key_values"] = past_key_values
+            kw[self.cache_arg] = past_key_values
         return {k: v for k, v in kw.items() if v is not None}, prepended
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
@@ -274,7 +276,7 @@ class TunedModel(nn.Module):
         kw, pre = self._prepare(input_ids, attention_mask, position_ids, past_key_values, None, token_type_ids)
         body = self.model.base_model
         if self.kind == "decoder":
-            kw["use_cache"] = "past_key_values" in kw
+            kw["use_cache"] = self.cache_arg in kw
         h = body(**kw).last_hidden_state
         return h[:, pre:] if pre else h
 

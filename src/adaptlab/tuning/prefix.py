@@ -107,7 +107,9 @@ def activation_prefixes(model, ids: torch.Tensor) -> torch.Tensor:
     cache = DynamicCache(config=model.config)
     was_training = model.training
     model.eval()
-    model(input_ids=ids.unsqueeze(0), past_key_values=cache, use_cache=True)   # fills the cache, layer by layer
+    from adaptlab.models import cache_arg
+
+    model(input_ids=ids.unsqueeze(0), **{cache_arg(model): cache}, use_cache=True)   # fills the cache, layer by layer
     model.train(was_training)
     kv = [t for layer in cache.layers for t in (layer.keys, layer.values)]    # 2L x [1, H_kv, n, d]: k0, v0, k1, ...
     P = torch.cat(kv, 0).permute(2, 0, 1, 3)                                   # [n, 2L, H_kv, d]
