@@ -79,34 +79,21 @@ class Config:
 def apply(backbone, config: Config, task=None):
     from adaptlab.errors import ConfigError
     from adaptlab.tuning import TunedModel, make_head
+    from adaptlab.tuning.prompt_tuning import init_ids
 
     t = TunedModel.wrap(backbone, "p-tuning-v2", config, task)
     enc = _prefix.make_encoder(t.model, config, keep_positions=config.keep_positions)
-    if config.init != "random":
-        enc.embedding.weight.data.copy_(_prefix.activation_prefixes(t.model, _init_ids(backbone, config, task)))
+    if config.init != "random":                        # the real tokens' keys/values (prompt tuning's choices)
+        V = backbone.model.get_input_embeddings().weight.shape[0]
+        ids = init_ids(backbone.tokenizer, V, config.init, config.init_text, config.num_virtual_tokens, task,
+                       enc.embedding.weight.device, method="p-tuning-v2")
+        enc.embedding.weight.data.copy_(_prefix.activation_prefixes(t.model, ids))
     t.add_prompt(MODULE, enc)
     if config.classifier == "verbalizer" and backbone.kind == "encoder":
         raise ConfigError("p-tuning-v2: classifier=verbalizer needs a decoder; an encoder classifies with a head")
     if config.classifier == "head" and backbone.kind == "decoder":
         make_head(t, task, config.head)                                     # pooled on the last token
     return t
-
-
-def _init_ids(backbone, cfg: Config, task):
-    """The n real tokens whose keys/values start the prompts (the choices of prompt tuning's init)."""
-    import torch
-
-    from adaptlab.errors import ConfigError
-    from adaptlab.tuning.prompt_tuning import VOCAB_TOP, init_text_ids
-
-    n, V = cfg.num_virtual_tokens, backbone.model.get_input_embeddings().weight.shape[0]
-    dev = next(backbone.model.parameters()).device
-    if cfg.init == "vocab":
-        return torch.randint(0, min(VOCAB_TOP, V), (n,), device=dev)
-    text = cfg.init_text or (getattr(task, "instruction", "") or "")
-    if not text.strip():
-        raise ConfigError("p-tuning-v2: init=text needs init_text (or a task with an instruction)")
-    return torch.tensor(init_text_ids(backbone.tokenizer, text, n), device=dev)
 
 
 def saved_config(cfg: Config) -> Config:

@@ -33,6 +33,7 @@ from torch import nn
 
 from adaptlab.config import check
 from adaptlab.errors import ConfigError
+from adaptlab.models import cache_arg
 
 MODULE = "prefix_encoder"          # the registered prefix is "prefix_"
 FILE_KEY = "prompt_embeddings"     # peft's key for every prompt-learning method
@@ -107,8 +108,6 @@ def activation_prefixes(model, ids: torch.Tensor) -> torch.Tensor:
     cache = DynamicCache(config=model.config)
     was_training = model.training
     model.eval()
-    from adaptlab.models import cache_arg
-
     model(input_ids=ids.unsqueeze(0), **{cache_arg(model): cache}, use_cache=True)   # fills the cache, layer by layer
     model.train(was_training)
     kv = [t for layer in cache.layers for t in (layer.keys, layer.values)]    # 2L x [1, H_kv, n, d]: k0, v0, k1, ...

@@ -68,19 +68,24 @@ def init_text_ids(tokenizer, text: str, p: int) -> list[int]:
     return (ids * (p // len(ids) + 1))[:p]
 
 
+def init_ids(tokenizer, vocab_size: int, init: str, init_text: str, p: int, task, device,
+             method: str = "prompt-tuning") -> torch.Tensor:
+    """The p real token ids an ``init=vocab`` / ``init=text`` prompt starts from, [p]."""
+    if init == "vocab":
+        return torch.randint(0, min(VOCAB_TOP, vocab_size), (p,), device=device)
+    text = init_text or (getattr(task, "instruction", "") or "")
+    if not text.strip():
+        raise ConfigError(f"{method}: init=text needs init_text (or a task with an instruction)")
+    return torch.tensor(init_text_ids(tokenizer, text, p), device=device)
+
+
 def initial_prompt(embedding: nn.Embedding, tokenizer, cfg: Config, task=None) -> torch.Tensor:
     """P_e at initialization, [p, e] (float32, detached from the base weights)."""
     W = embedding.weight.detach()                                            # [V, e]
     p = cfg.num_virtual_tokens
     if cfg.init == "random":
         return torch.randn(p, W.shape[1], device=W.device) * W.float().std()
-    if cfg.init == "vocab":
-        ids = torch.randint(0, min(VOCAB_TOP, W.shape[0]), (p,), device=W.device)
-    else:
-        text = cfg.init_text or (getattr(task, "instruction", "") or "")
-        if not text.strip():
-            raise ConfigError("prompt-tuning: init=text needs init_text (or a task with an instruction)")
-        ids = torch.tensor(init_text_ids(tokenizer, text, p), device=W.device)
+    ids = init_ids(tokenizer, W.shape[0], cfg.init, cfg.init_text, p, task, W.device)
     return W[ids].float().clone()                                            # [p, e]
 
 
