@@ -160,3 +160,29 @@ def test_pooling_reaches_the_head_and_is_saved(load_tiny, tmp_path):
     assert loaded.head.pooling == "cls"
     with pytest.raises(ConfigError):
         make_config("p-tuning-v2", {"pooling": "max"})
+
+
+def test_hidden_dropout_sets_the_copy_not_the_users_model(tiny_encoder, load_tiny, tmp_path):
+    task = load_task("reviews")
+    ps = [m.p for m in tiny_encoder.model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert ps and all(p == 0.1 for p in ps)                                   # BERT's own: hidden and attention
+    t = apply_method(tiny_encoder, "p-tuning-v2", {"num_virtual_tokens": 3, "prefix_dropout": "0",
+                                                    "head_dropout": "0", "hidden_dropout": "0"}, task)
+    assert all(m.p == 0.0 for m in t.model.modules() if isinstance(m, torch.nn.Dropout))
+    assert [m.p for m in tiny_encoder.model.modules() if isinstance(m, torch.nn.Dropout)] == ps
+    ids = torch.tensor([[5, 6, 7, 8]])
+    t.train()                                        # nothing left to drop: training mode is deterministic
+    with torch.no_grad():
+        assert torch.equal(t.classify(ids, torch.ones_like(ids)), t.classify(ids, torch.ones_like(ids)))
+    own = apply_method(tiny_encoder, "p-tuning-v2", {"num_virtual_tokens": 3, "prefix_dropout": "0",
+                                                      "head_dropout": "0"}, task).train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        assert not torch.equal(own.classify(ids, torch.ones_like(ids)), own.classify(ids, torch.ones_like(ids)))
+    bb = load_tiny("encoder")
+    save_adapter(tmp_path / "a", apply_method(bb, "p-tuning-v2", {"num_virtual_tokens": 3, "hidden_dropout": "0"}, task))
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["hidden_dropout"] == 0.0
+    _, loaded = load_adapter(tmp_path / "a")
+    assert loaded.method_config.hidden_dropout == 0.0
+    with pytest.raises(ConfigError):
+        make_config("p-tuning-v2", {"hidden_dropout": "1.5"})

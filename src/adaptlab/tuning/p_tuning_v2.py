@@ -13,6 +13,11 @@ names: (1) no reparameterization by default (the MLP helps on some tasks, hurts 
 head on the [CLS]/pooled representation instead of a verbalizer; (3) prompt length tuned per
 task (about 20 for simple classification); (4) prefix dropout (0.1 in the authors' code).
 
+Dropout of the frozen model: the authors set BERT's ``hidden_dropout_prob`` per task (0.1 in their
+scripts); ``hidden_dropout`` does that here: every ``nn.Dropout`` of the wrapped model (BERT's
+hidden and attention dropout) gets that p while training. The wrapped model is our own copy of the
+module tree (``TunedModel.wrap``), so the user's model keeps its own. ``None`` keeps the model's.
+
 Initialization: ``random`` (N(0, 1), the authors' ``nn.Embedding``), or, as prefix tuning's
 authors found better (Li & Liang Sec. 7.2), the frozen model's own keys and values at every layer
 for n real tokens: ``text`` (``init_text`` repeated to n tokens; empty = the task's instruction)
@@ -41,6 +46,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from torch import nn
+
 from adaptlab.config import check
 from adaptlab.tuning import prefix as _prefix
 
@@ -53,6 +60,7 @@ class Config:
     prefix_projection: bool = False         # reparameterize through an MLP (off by default, Sec. 3.2)
     encoder_hidden_size: int = 512          # the MLP's width when prefix_projection
     prefix_dropout: float = 0.1             # the authors' code: dropout 0.1 on the prompts
+    hidden_dropout: float | None = None     # the frozen model's dropout p while training (None: its own)
     classifier: Literal["auto", "head", "verbalizer"] = "auto"   # decoder: auto = verbalizer
     pooling: Literal["auto", "cls", "mean", "last"] = "auto"     # the head's input (auto: encoder mean, decoder last)
     head_dropout: float = 0.1
@@ -65,6 +73,8 @@ class Config:
         check(1 <= self.encoder_hidden_size <= 65536, f"encoder_hidden_size={self.encoder_hidden_size}: must be in [1, 65536]")
         check(0.0 <= self.prefix_dropout < 1.0, f"prefix_dropout={self.prefix_dropout}: must be in [0, 1)")
         check(0.0 <= self.head_dropout < 1.0, f"head_dropout={self.head_dropout}: must be in [0, 1)")
+        check(self.hidden_dropout is None or 0.0 <= self.hidden_dropout < 1.0,
+              f"hidden_dropout={self.hidden_dropout}: must be in [0, 1) or none")
         check(self.init == "text" or not self.init_text, "init_text is only used with init=text")
         check(self.init == "random" or not self.prefix_projection,
               f"init={self.init} sets the prompts themselves: it needs prefix_projection=false")
@@ -82,6 +92,10 @@ def apply(backbone, config: Config, task=None):
     from adaptlab.tuning.prompt_tuning import init_ids
 
     t = TunedModel.wrap(backbone, "p-tuning-v2", config, task)
+    if config.hidden_dropout is not None:              # the copy's modules only: backbone.model keeps its p
+        for m in t.model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = config.hidden_dropout
     enc = _prefix.make_encoder(t.model, config, keep_positions=config.keep_positions)
     if config.init != "random":                        # the real tokens' keys/values (prompt tuning's choices)
         V = backbone.model.get_input_embeddings().weight.shape[0]
@@ -116,12 +130,12 @@ def from_file_keys(state: dict) -> dict:
 def to_peft_config(cfg: Config, tuned) -> dict:
     return {"peft_type": "ADAPTLAB_P_TUNING_V2", **_prefix.peft_fields(cfg, tuned),
             "prefix_dropout": cfg.prefix_dropout, "classifier": cfg.classifier, "head_dropout": cfg.head_dropout,
-            "keep_positions": cfg.keep_positions, "pooling": cfg.pooling}
+            "keep_positions": cfg.keep_positions, "pooling": cfg.pooling, "hidden_dropout": cfg.hidden_dropout}
 
 
 def from_peft_config(d: dict) -> dict:
     v = _prefix.values_from_peft(d, "p-tuning-v2")
     v.update(prefix_dropout=float(d.get("prefix_dropout", 0.1)), classifier=d.get("classifier", "auto"),
              head_dropout=float(d.get("head_dropout", 0.1)), keep_positions=bool(d.get("keep_positions", False)),
-             pooling=d.get("pooling", "auto"))
+             pooling=d.get("pooling", "auto"), hidden_dropout=d.get("hidden_dropout"))
     return v
