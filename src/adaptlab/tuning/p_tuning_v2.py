@@ -17,6 +17,8 @@ Dropout of the frozen model: the authors set BERT's ``hidden_dropout_prob`` per 
 scripts); ``hidden_dropout`` does that here: every ``nn.Dropout`` of the wrapped model (BERT's
 hidden and attention dropout) gets that p while training. The wrapped model is our own copy of the
 module tree (``TunedModel.wrap``), so the user's model keeps its own. ``None`` keeps the model's.
+A dropout that is a plain float in the model (Llama's ``attention_dropout``, 0 in the default
+decoder) is not an ``nn.Dropout`` and is left as it is.
 
 Initialization: ``random`` (N(0, 1), the authors' ``nn.Embedding``), or, as prefix tuning's
 authors found better (Li & Liang Sec. 7.2), the frozen model's own keys and values at every layer
