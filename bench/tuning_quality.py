@@ -10,7 +10,9 @@ rerun, so the other methods' rows can be added later with their own ``--methods`
 table: mean accuracy over seeds (and each seed), trainable parameters, adapter bytes, and the
 majority-class baseline. A method run with another ``--lr`` or ``--set`` is its own row (a
 hyperparameter search lands next to the defaults, each with its mean dev metric to choose by).
-``--threads 1`` lets two runs share a 2-core machine.
+``--threads 1`` lets two runs share a 2-core machine. ``--also SPLIT`` scores each tuned adapter on
+another split as well (e.g. ``test[:]``, SST-2's labelled test file, which no choice ever looked at);
+its accuracy is kept in the row and printed as another column.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def main() -> None:
     ap.add_argument("--lr", dest="lrs", action="append", default=[], help="method=value: another learning rate (repeatable)")
     ap.add_argument("--results", default="bench/results/tuning_quality.jsonl")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--also", action="append", default=[],
+                    help="another split spec to score each adapter on too, e.g. test[:] (repeatable)")
     ap.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)),
                     help="torch threads (1 lets two runs share 2 cores)")
     args = ap.parse_args()
@@ -84,6 +88,7 @@ def main() -> None:
     done = {setting(r) + (r["seed"],) for r in rows if r.get("budget") == budget}
     task = load_task(args.task)
     test = load_split(task, "test", limit=args.test_limit)
+    also = {spec: load_split(task, spec) for spec in args.also}
     if not args.table_only:
         backbone = load_backbone(args.model)
         for seed in seeds:                      # every method's seed 0 first, then seed 1, ...
@@ -100,6 +105,8 @@ def main() -> None:
                 _, tuned = load_adapter(out, None)
                 lm = make_lm(backbone, model=tuned, batch_size=64, truncate=task.truncate)
                 res = evaluate(lm, task, make_strategy("zero-shot"), test)
+                scored = {spec: evaluate(lm, task, make_strategy("zero-shot"), exs).metrics
+                          for spec, exs in also.items()}
                 row = {"method": method, "seed": seed, "budget": budget, "lr": LR.get(method),
                        "sets": extra.get(method, {}), "accuracy": res.metrics["accuracy"], "n": res.metrics["n"],
                        "trainable_params": stats["trainable_params"],
@@ -107,19 +114,24 @@ def main() -> None:
                        "train_seconds": stats["train_seconds"], "wall_seconds": round(wall, 1),
                        "tokens_seen": stats["tokens_seen"], "dev_per_epoch": stats["dev_per_epoch"],
                        "dev_n": args.eval_limit,
+                       "also": {spec: {"accuracy": m["accuracy"], "n": m["n"]} for spec, m in scored.items()},
                        "date": time.strftime("%Y-%m-%d")}
                 rows.append(row)
                 with results.open("a") as f:
                     f.write(json.dumps(row) + "\n")
-                print(f"{method} seed {seed}: accuracy {row['accuracy']:.4f} ({wall:.0f} s)", file=sys.stderr)
+                print(f"{method} seed {seed}: accuracy {row['accuracy']:.4f}"
+                      + "".join(f", {k} {v['accuracy']:.4f}" for k, v in row["also"].items())
+                      + f" ({wall:.0f} s)", file=sys.stderr)
                 shutil.rmtree(out.parent, ignore_errors=True)
     golds = [task.gold(ex) for ex in test]
     majority = max(golds.count(lab) for lab in task.labels) / len(golds)
     print(f"{args.task} validation n={len(test)}, model {args.model}; budget: {args.train_limit} train examples, "
           f"{args.epochs} epochs, batch {args.batch_size}, max_seq_len {args.max_seq_len}; seeds {args.seeds}")
     print(f"majority-class baseline: {majority:.4f}\n")
-    print("| method | accuracy (mean) | per seed | trainable params | adapter bytes | lr | train s (mean) | dev (mean) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    cols = "".join(f" {spec} (mean) | {spec} per seed |" for spec in args.also)
+    print("| method | accuracy (mean) | per seed | trainable params | adapter bytes | lr | train s (mean) | dev (mean) |"
+          + cols)
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |" + " --- | --- |" * len(args.also))
     found = {setting(r) for r in rows if r.get("budget") == budget}
     rank = {m: i for i, m in enumerate(methods)}
     for key in sorted(found, key=lambda k: (rank.get(k[0], len(rank)), k[0], k[1], k[2])):
@@ -132,7 +144,16 @@ def main() -> None:
         print(f"| {name} | {statistics.mean(accs):.4f} | {', '.join(f'{a:.4f}' for a in accs)} | "
               f"{rs[0]['trainable_params']:,} | {rs[0]['adapter_bytes']:,} | {rs[0]['lr']} | "
               f"{statistics.mean(r['train_seconds'] for r in rs):.0f} | "
-              f"{statistics.mean(r['dev_per_epoch'][-1][task.metric] for r in rs):.4f} |")
+              f"{statistics.mean(r['dev_per_epoch'][-1][task.metric] for r in rs):.4f} |"
+              + "".join(_also_cells(rs, spec) for spec in args.also))
+
+
+def _also_cells(rs: list[dict], spec: str) -> str:
+    """Mean and per-seed accuracy on an ``--also`` split ("—" where a row was run without it)."""
+    accs = [r.get("also", {}).get(spec, {}).get("accuracy") for r in rs]
+    if any(a is None for a in accs):
+        return " — | — |"
+    return f" {statistics.mean(accs):.4f} | {', '.join(f'{a:.4f}' for a in accs)} |"
 
 
 if __name__ == "__main__":
