@@ -88,8 +88,8 @@ def main() -> None:
     done = {setting(r) + (r["seed"],) for r in rows if r.get("budget") == budget}
     task = load_task(args.task)
     test = load_split(task, "test", limit=args.test_limit)
-    also = {spec: load_split(task, spec) for spec in args.also}
     if not args.table_only:
+        also = {spec: load_split(task, spec) for spec in args.also}
         backbone = load_backbone(args.model)
         for seed in seeds:                      # every method's seed 0 first, then seed 1, ...
             for method in methods:
@@ -105,8 +105,7 @@ def main() -> None:
                 _, tuned = load_adapter(out, None)
                 lm = make_lm(backbone, model=tuned, batch_size=64, truncate=task.truncate)
                 res = evaluate(lm, task, make_strategy("zero-shot"), test)
-                scored = {spec: evaluate(lm, task, make_strategy("zero-shot"), exs).metrics
-                          for spec, exs in also.items()}
+                scored = {spec: evaluate(lm, task, make_strategy("zero-shot"), exs).metrics for spec, exs in also.items()}
                 row = {"method": method, "seed": seed, "budget": budget, "lr": LR.get(method),
                        "sets": extra.get(method, {}), "accuracy": res.metrics["accuracy"], "n": res.metrics["n"],
                        "trainable_params": stats["trainable_params"],
@@ -139,18 +138,16 @@ def main() -> None:
                     key=lambda r: r["seed"])
         if not rs:
             continue
-        accs = [r["accuracy"] for r in rs]
         name = key[0] + "".join(f" {k}={v}" for k, v in key[2])
-        print(f"| {name} | {statistics.mean(accs):.4f} | {', '.join(f'{a:.4f}' for a in accs)} | "
+        print(f"| {name} |{_cells([r['accuracy'] for r in rs])} "
               f"{rs[0]['trainable_params']:,} | {rs[0]['adapter_bytes']:,} | {rs[0]['lr']} | "
               f"{statistics.mean(r['train_seconds'] for r in rs):.0f} | "
               f"{statistics.mean(r['dev_per_epoch'][-1][task.metric] for r in rs):.4f} |"
-              + "".join(_also_cells(rs, spec) for spec in args.also))
+              + "".join(_cells([r.get("also", {}).get(spec, {}).get("accuracy") for r in rs]) for spec in args.also))
 
 
-def _also_cells(rs: list[dict], spec: str) -> str:
-    """Mean and per-seed accuracy on an ``--also`` split ("—" where a row was run without it)."""
-    accs = [r.get("also", {}).get(spec, {}).get("accuracy") for r in rs]
+def _cells(accs: list) -> str:
+    """The mean and per-seed cells of one accuracy column ("—" where a row was run without it)."""
     if any(a is None for a in accs):
         return " — | — |"
     return f" {statistics.mean(accs):.4f} | {', '.join(f'{a:.4f}' for a in accs)} |"
