@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -185,3 +189,98 @@ def test_tune_command_end_to_end(tiny_decoder, tmp_path, capsys):
     assert _cli(["eval", "--task", "reviews", "--adapter", str(out), "--limit", "4", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["metrics"]["n"] == 4
+
+
+# --------------------------------------------------------------------------- two processes (torchrun, gloo)
+
+DDP_SCRIPT = str(Path(__file__).with_name("ddp_train.py"))
+
+
+def _torchrun(*args, cwd=None):
+    """``torchrun --standalone --nproc_per_node 2 ARGS``; returns stdout."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        *args], capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+def _trainable(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(folder) / "trainable.safetensors"))
+
+
+def _saved(bb, folder):
+    bb.model.save_pretrained(folder)
+    bb.tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_two_processes_take_the_step_one_process_takes_with_grad_accum_2(tiny_folder, tmp_path):
+    """DDP over 2 processes (each every 2nd micro-batch, gradients averaged) is grad_accum=2 on one."""
+    from adaptlab.models import load_backbone
+
+    _torchrun(DDP_SCRIPT, "run", str(tmp_path / "ddp"), tiny_folder, "lora")
+    two = _trainable(tmp_path / "ddp")
+    two_stats = json.loads((tmp_path / "ddp" / "stats.json").read_text())
+    bb, task = load_backbone(tiny_folder), load_task("reviews")
+    torch.manual_seed(0)
+    tuned = apply_method(bb, "lora", {"dropout": 0.0}, task)
+    cfg = TrainConfig(epochs=2, batch_size=4, grad_accum=2, save_every=1, seed=3, lr=5e-3)
+    one_stats = train(bb, tuned, task, load_split(task, "train", limit=40), cfg, tmp_path / "one",
+                      dev_examples=load_split(task, "dev", limit=8), progress=False)
+    one = tuned.trainable_state()
+    assert one.keys() == two.keys()
+    moved = max(one[k].abs().max().item() for k in one if k.endswith("lora_B.weight"))   # B starts at 0
+    diff = max((one[k] - two[k]).abs().max().item() for k in one)
+    assert moved > 1e-2 and diff <= 1e-5, (moved, diff)
+    for k in ("steps", "tokens_seen", "train_examples", "dev_per_epoch"):
+        assert two_stats[k] == one_stats[k], k
+    log = [json.loads(x) for x in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 5, 10, 10]                  # one log, written by the main process
+
+
+def test_two_process_resume_is_bitwise_the_uninterrupted_run(tiny_encoder, tmp_path):
+    """The encoder trains with dropout on: each rank's RNG stream is saved and restored."""
+    from adaptlab.models import load_backbone
+
+    model = _saved(tiny_encoder, tmp_path / "tiny-bert")
+    ref, cut = str(tmp_path / "ref"), str(tmp_path / "cut")
+    _torchrun(DDP_SCRIPT, "run", ref, model, "p-tuning-v2")
+    _torchrun(DDP_SCRIPT, "kill", cut, model, "p-tuning-v2")
+    assert json.loads((Path(cut) / "checkpoint" / "state.json").read_text())["step"] == 3
+    bb, task = load_backbone(model), load_task("reviews")
+    with pytest.raises(ConfigError, match="started on 2"):               # one process can't take it over
+        train(bb, apply_method(bb, "p-tuning-v2", {"num_virtual_tokens": 4}, task), task,
+              load_split(task, "train", limit=40), TrainConfig(epochs=2, batch_size=4, save_every=1, seed=3),
+              cut, resume=True, progress=False)
+    _torchrun(DDP_SCRIPT, "resume", cut, model, "p-tuning-v2")
+    a, b = _trainable(ref), _trainable(cut)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa, sb = (json.loads((Path(d) / "stats.json").read_text()) for d in (ref, cut))
+    assert sa["tokens_seen"] == sb["tokens_seen"] and sa["dev_per_epoch"] == sb["dev_per_epoch"]
+
+
+def test_every_method_trains_on_two_processes(tiny_folder, tiny_encoder, tmp_path):
+    """The matrix under DDP: every method, both backbones; the ranks' weights stay equal and move."""
+    from adaptlab.tuning import METHODS
+
+    _torchrun(DDP_SCRIPT, "matrix", str(tmp_path), tiny_folder, _saved(tiny_encoder, tmp_path / "tiny-bert"))
+    rows = json.loads((tmp_path / "matrix.json").read_text())
+    assert sorted(rows) == sorted(f"{k} {m}" for k in ("decoder", "encoder") for m in METHODS)
+    for name, r in rows.items():
+        a, b = r["ranks"]
+        assert a == b and a != r["start"], (name, r)
+
+
+def test_tune_command_under_torchrun_reports_once(tiny_folder, tmp_path):
+    out = tmp_path / "run"
+    stdout = _torchrun("-m", "adaptlab", "tune", "--task", "reviews", "--method", "lora", "--model", tiny_folder,
+                       "--out", str(out), "--max-steps", "2", "--train-limit", "16", "--batch-size", "4",
+                       "--set", "eval_limit=4", "--json")
+    doc = json.loads(stdout)                                             # one JSON document, not two
+    assert doc["steps"] == 2 and doc["tokens_seen"] > 0
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["world"] == 2
+    for f in ("adapter_config.json", "adapter_model.safetensors", "tune_config.json"):
+        assert (out / f).exists(), f

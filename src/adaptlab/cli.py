@@ -118,10 +118,12 @@ def tune_cmd(task, method, model, sets, out, resume, epochs, max_steps, train_li
     """Tune a model for a task with one method; writes a peft-layout adapter folder."""
     from adaptlab.config import parse_sets
     from adaptlab.report import format_table
-    from adaptlab.train import tune
+    from adaptlab.train import process_state, tune
 
     res = tune(task, method, model, out=out, sets=parse_sets(sets), resume=resume, data=data, epochs=epochs,
                max_steps=max_steps, train_limit=train_limit, batch_size=batch_size, lr=lr, seed=seed)
+    if not process_state().is_main_process:      # torchrun / accelerate launch: one report, not N
+        return
     row = {"task": res["task"], "method": res["method"], "model": res["model"],
            "trainable_params": res["trainable_params"], "adapter_bytes": res["adapter_bytes"],
            "steps": res["steps"], "train_seconds": res["train_seconds"], "tokens_seen": res["tokens_seen"],

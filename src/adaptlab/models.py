@@ -144,7 +144,7 @@ def _gguf_cache_folder(gguf: Path) -> Path:
 def _dequantize_gguf(gguf: Path) -> Path:
     """Dequantize ``gguf`` once into a safetensors folder in the cache; return the folder."""
     target = _gguf_cache_folder(gguf)
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+    if _complete(target):
         return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -168,13 +168,20 @@ def _dequantize_gguf(gguf: Path) -> Path:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "adaptlab_source.json").write_text(json.dumps({"gguf": str(gguf.resolve())}))
-        if target.exists():  # a stale, incomplete folder
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
+        if not _complete(target):
+            shutil.rmtree(target, ignore_errors=True)  # a stale, incomplete folder
+            try:
+                os.replace(tmp, target)
+            except OSError:                   # another process (a multi-process launch) got there first
+                if not _complete(target):
+                    raise
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "config.json").exists() and (folder / "model.safetensors").exists()
 
 
 def _kind_of(config) -> str:

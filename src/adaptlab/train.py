@@ -16,8 +16,11 @@ accumulation. Dev evaluation at every epoch end (the task's ``dev`` split throug
 engine path as ``adaptlab eval``) keeps the best adapter in ``out/``. ``out/checkpoint/`` holds
 everything ``resume`` needs (trainable params, optimizer, scheduler, RNG, data position),
 written atomically every ``save_every`` optimizer steps and at epoch ends, so a resumed run is
-bitwise the run that was not interrupted. Runs on HF Accelerate (``accelerate launch`` works
-unchanged: each process takes every world-th batch).
+bitwise the run that was not interrupted. Runs on HF Accelerate: under ``torchrun`` or
+``accelerate launch`` with N processes (gloo on CPU-only machines) each process takes every N-th
+micro-batch (an epoch's last ``len(batches) % N`` are left out) and DDP averages the gradients,
+so an optimizer step over N processes is the step one process takes with ``grad_accum`` = N
+(``tests/test_train.py``: equal to 1e-5); the main process alone writes files and prints.
 """
 
 from __future__ import annotations
@@ -205,8 +208,10 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load(path.read_bytes())
 
 
-def save_checkpoint(ckdir: Path, tuned, optimizer, scheduler, state: dict) -> None:
-    """Write the resume state into a fresh folder, then swap it in (old one kept until then)."""
+def save_checkpoint(ckdir: Path, tuned, optimizer, scheduler, state: dict,
+                    rng_states: list[torch.Tensor] | None = None) -> None:
+    """Write the resume state into a fresh folder, then swap it in (old one kept until then).
+    ``rng_states``: torch's CPU RNG state of each process, by rank (default: this process's)."""
     tmp = ckdir.with_name(ckdir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -214,7 +219,7 @@ def save_checkpoint(ckdir: Path, tuned, optimizer, scheduler, state: dict) -> No
     osd = optimizer.state_dict()
     flat = {f"{i}.{k}": v for i, st in osd["state"].items() for k, v in st.items() if torch.is_tensor(v)}
     _save_tensors(tmp / "optimizer.safetensors", flat)
-    rng = {"torch": torch.get_rng_state()}
+    rng = {"torch" if r == 0 else f"torch{r}": t for r, t in enumerate(rng_states or [torch.get_rng_state()])}
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             rng[f"cuda{i}"] = s
@@ -240,8 +245,11 @@ def find_checkpoint(out: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(ckdir: Path, tuned, optimizer, scheduler) -> dict:
+def load_checkpoint(ckdir: Path, tuned, optimizer, scheduler, rank: int = 0, world: int = 1) -> dict:
     state = json.loads((ckdir / "state.json").read_text())
+    if state.get("world", 1) != world:          # the data position and RNG streams are per process
+        raise ConfigError(f"{ckdir.parent}: --resume on {world} process(es), but the run was started on "
+                          f"{state.get('world', 1)}; resume it with as many as it started with")
     params = dict(tuned.named_parameters())
     with torch.no_grad():
         for k, v in _load_tensors(ckdir / "trainable.safetensors").items():
@@ -256,7 +264,7 @@ def load_checkpoint(ckdir: Path, tuned, optimizer, scheduler) -> dict:
     sched["lr_lambdas"] = [None] * len(optimizer.param_groups)
     scheduler.load_state_dict(sched)
     rng = _load_tensors(ckdir / "rng.safetensors")
-    torch.set_rng_state(rng["torch"])
+    torch.set_rng_state(rng["torch" if rank == 0 else f"torch{rank}"])
     if torch.cuda.is_available():
         torch.cuda.set_rng_state_all([rng[k] for k in sorted(rng) if k.startswith("cuda")])
     v, s, g = state["python_random"]
@@ -296,6 +304,8 @@ def optimizer_step(accel, objective, optimizer, scheduler, params, batches: list
             loss = objective(**batch) / len(batches)
         accel.backward(loss)
         loss_sum += float(loss.detach())
+    if multi:                                   # the step's loss over every process's batches
+        loss_sum = float(accel.reduce(torch.tensor(loss_sum, device=accel.device), "mean"))
     if max_grad_norm > 0:
         accel.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
@@ -305,6 +315,20 @@ def optimizer_step(accel, objective, optimizer, scheduler, params, batches: list
 
 
 # --------------------------------------------------------------------------- the loop
+
+
+def _cpu_only() -> bool:
+    """No GPU or other accelerator: tell Accelerate so, or a multi-process launch runs N
+    unconnected copies (it joins CPU processes with gloo only when ``cpu`` is set)."""
+    acc = getattr(torch, "accelerator", None)
+    return not (acc.is_available() if acc is not None else torch.cuda.is_available())
+
+
+def process_state():
+    """Accelerate's view of this process (rank, world size, main or not); one per process."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=_cpu_only())
 
 
 def _bf16_ok() -> bool:
@@ -338,7 +362,7 @@ def train(backbone, tuned, task, train_examples: list[dict], cfg: TrainConfig, o
           meta: dict | None = None) -> dict:
     """Train ``tuned`` (its ``requires_grad`` parameters) and write the best adapter to ``out``.
     Returns the run summary (also in ``out/adaptlab.json``'s ``stats``)."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
     from tqdm import tqdm
 
     from adaptlab.tuning.io import save_adapter
@@ -347,7 +371,10 @@ def train(backbone, tuned, task, train_examples: list[dict], cfg: TrainConfig, o
     out.mkdir(parents=True, exist_ok=True)
     lr = cfg.lr if cfg.lr is not None else lr
     mixed = "bf16" if cfg.bf16 and _bf16_ok() else "no"
-    accel = Accelerator(mixed_precision=mixed)
+    # some trainable weights may get no gradient (an encoder's unused pooler under ``full``):
+    # DDP must look for them, or its second step fails
+    accel = Accelerator(mixed_precision=mixed, cpu=_cpu_only(),
+                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     main = accel.is_main_process
 
     random.seed(cfg.seed)
@@ -367,14 +394,16 @@ def train(backbone, tuned, task, train_examples: list[dict], cfg: TrainConfig, o
     # the scheduler is not prepared: Accelerate would step it once per process; ours counts
     # optimizer steps of one process already
     objective, optimizer = accel.prepare(objective, optimizer)
+    if world > 1:                               # the same init everywhere (DDP checks), own dropout per rank
+        torch.manual_seed(cfg.seed + rank)
 
-    st = {"epoch": 0, "micro": 0, "step": 0, "tokens": 0, "seconds": 0.0, "best": None, "best_epoch": None,
-          "dev": [], "losses": []}
+    st = {"world": world, "epoch": 0, "micro": 0, "step": 0, "tokens": 0, "seconds": 0.0, "best": None,
+          "best_epoch": None, "dev": [], "losses": []}
     log_path = out / "log.jsonl"
     log: list[dict] = []
     ck = find_checkpoint(out)
     if resume and ck is not None:
-        st.update(load_checkpoint(ck, tuned, optimizer, scheduler))
+        st.update(load_checkpoint(ck, tuned, optimizer, scheduler, rank, world))
         if log_path.exists():
             log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
             log = [r for r in log if r.get("step", 0) <= st["step"]]
@@ -387,8 +416,14 @@ def train(backbone, tuned, task, train_examples: list[dict], cfg: TrainConfig, o
             atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in log))
 
     def checkpoint() -> None:
+        rng = [torch.get_rng_state()]
+        if world > 1:                           # every rank's dropout stream, so resume is exact
+            from accelerate.utils import gather_object
+
+            rng = gather_object(rng)
         if main:
-            save_checkpoint(out / "checkpoint", tuned, optimizer, scheduler, st)
+            save_checkpoint(out / "checkpoint", tuned, optimizer, scheduler, st, rng)
+        accel.wait_for_everyone()
 
     def evaluate_and_keep() -> None:
         metric = None
@@ -416,14 +451,16 @@ def train(backbone, tuned, task, train_examples: list[dict], cfg: TrainConfig, o
     done = st["step"] >= total
     while not done:
         batches = make_batches(lengths, cfg.batch_size, cfg.seed, st["epoch"])
-        mine = batches[rank::world][:micro_per_epoch]
+        ranks = [batches[r::world][:micro_per_epoch] for r in range(world)]
+        mine = ranks[rank]
         while st["micro"] < len(mine):
-            # one optimizer step = up to grad_accum micro-batches
-            group = mine[st["micro"]: st["micro"] + cfg.grad_accum]
+            # one optimizer step = up to grad_accum micro-batches on each process
+            span = slice(st["micro"], st["micro"] + cfg.grad_accum)
+            group = mine[span]
             t0 = time.perf_counter()
             batches = [{k: v.to(accel.device) for k, v in collate([feats[i] for i in b], pad).items()} for b in group]
             loss_sum = optimizer_step(accel, objective, optimizer, scheduler, params, batches, cfg.max_grad_norm)
-            st["tokens"] += sum(int(b["attention_mask"].sum()) for b in batches)
+            st["tokens"] += sum(lengths[i] for r in ranks for b in r[span] for i in b)   # real tokens, all ranks
             st["micro"] += len(group)
             st["step"] += 1
             st["seconds"] += time.perf_counter() - t0
@@ -455,6 +492,7 @@ def train(backbone, tuned, task, train_examples: list[dict], cfg: TrainConfig, o
             from adaptlab.tuning.io import update_stats
 
             update_stats(out, result)
+    accel.wait_for_everyone()
     return result
 
 
@@ -506,7 +544,10 @@ def tune(task: str, method: str, model: str | None = None, *, out: str, sets: di
                 "method_config": config_dict(mcfg), "train_config": config_dict(tcfg), "data": data}
     outp = Path(out)
     cfg_path = outp / "tune_config.json"
-    remove_stale_temp_files(outp)                # a run killed mid-write leaves only these
+    state = process_state()                      # under a multi-process launch: the main one writes
+    if state.is_main_process:
+        remove_stale_temp_files(outp)            # a run killed mid-write leaves only these
+    state.wait_for_everyone()                    # then every process checks the same folder
     if cfg_path.exists():
         if not resume:
             raise ConfigError(f"{outp}: already holds a tune run; pass --resume to continue it, or another --out")
@@ -523,15 +564,19 @@ def tune(task: str, method: str, model: str | None = None, *, out: str, sets: di
         try:
             dev_ex = load_split(spec, "dev", data, limit=tcfg.eval_limit)
         except DataError as e:
-            print(f"note: no dev split, so no per-epoch evaluation; the last weights are kept ({e})", file=sys.stderr)
+            if state.is_main_process:
+                print(f"note: no dev split, so no per-epoch evaluation; the last weights are kept ({e})",
+                      file=sys.stderr)
     if backbone is None:
         backbone = load_backbone(model)
     check_task(backbone, spec)
     torch.manual_seed(tcfg.seed)                      # the method's initialisation is seeded too
     tuned = apply_method(backbone, method, mcfg, spec)
     resolved["lr"] = tcfg.lr if tcfg.lr is not None else m.lr
-    outp.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg_path, {**resolved, "base": backbone.identity})
+    state.wait_for_everyone()
+    if state.is_main_process:
+        outp.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cfg_path, {**resolved, "base": backbone.identity})
     stats = train(backbone, tuned, spec, train_ex, tcfg, outp, dev_examples=dev_ex, lr=m.lr, resume=resume,
                   progress=progress, meta={"tune_config": "tune_config.json"})
     return {"out": str(outp), "task": spec.name, "method": method, "model": model_name,
