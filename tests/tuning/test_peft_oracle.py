@@ -82,3 +82,43 @@ def test_peft_adapter_loads_in_adaptlab(method, kind, load_tiny, tiny_dirs, tmp_
         else:
             theirs, ours = pm(input_ids=ids).last_hidden_state, tuned(input_ids=ids).last_hidden_state
     assert (ours - theirs).abs().max().item() <= TOL
+
+
+# vLLM is not installable here (CUDA builds); its LoRA loader's documented rules, checked on our files:
+# PEFTHelper needs r, lora_alpha, target_modules and refuses modules_to_save, DoRA and a bias; the
+# scaling is lora_alpha / r (/ sqrt(r) with rsLoRA); each tensor is base_model.model.<module>.lora_A|B.weight
+# with <module>'s last part one of the model's LoRA-capable linears (for Llama: these).
+VLLM_LLAMA_LORA_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+                           "embed_tokens", "lm_head"}
+
+
+@pytest.mark.parametrize("rslora", [False, True])
+def test_lora_adapter_follows_vllms_loading_rules(rslora, load_tiny, tmp_path):
+    import json
+    import math
+
+    from safetensors.torch import load_file
+
+    bb = load_tiny("decoder")
+    targets = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    tuned = apply_method(bb, "lora", {"r": 4, "alpha": 8, "target_modules": targets, "rslora": str(rslora).lower()})
+    save_adapter(tmp_path / "a", tuned)
+    cfg = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert {"r", "lora_alpha", "target_modules"} <= cfg.keys()
+    assert not cfg.get("modules_to_save") and not cfg.get("use_dora") and cfg.get("bias", "none") == "none"
+    scale = cfg["lora_alpha"] / (math.sqrt(cfg["r"]) if cfg.get("use_rslora") else cfg["r"])
+    layer = next(m for m in tuned.modules() if hasattr(m, "lora_A"))
+    assert cfg["use_rslora"] is rslora and scale == pytest.approx(float(layer.scaling))
+    tensors = load_file(str(tmp_path / "a" / "adapter_model.safetensors"))
+    modules = {}
+    for key, t in tensors.items():
+        assert key.startswith("base_model.model.") and key.endswith((".lora_A.weight", ".lora_B.weight")), key
+        module, ab = key[len("base_model.model."):].rsplit(".", 2)[:2]
+        assert module.split(".")[-1] in VLLM_LLAMA_LORA_MODULES, key
+        assert bb.model.get_submodule(module) is not None                # names the base's own module
+        modules.setdefault(module, {})[ab] = t.shape
+    lin = {n: m for n, m in bb.model.named_modules() if n.split(".")[-1] in targets.split(",")}
+    assert modules.keys() == lin.keys()                                   # every targeted linear, once
+    for name, shapes in modules.items():
+        out_f, in_f = lin[name].weight.shape
+        assert shapes == {"lora_A": (cfg["r"], in_f), "lora_B": (out_f, cfg["r"])}, name
