@@ -114,23 +114,25 @@ def test_training_lowers_the_loss(tiny_decoder, tmp_path):
 
 def test_bf16_autocast_where_the_cpu_has_it(tiny_decoder, tmp_path):
     """``bf16=true``: the forward runs under bf16 autocast where the device supports it (fp32 where
-    not, recorded either way); the trained weights stay fp32."""
+    not, recorded either way); the trained weights stay fp32; runs with and without it can follow
+    each other in one process (as in ``adaptlab compare``)."""
     from adaptlab.train import _bf16_ok
 
     task = load_task("reviews")
-    tuned = apply_method(tiny_decoder, "lora", {}, task)
-    seen = set()
-    lin = next(m for n, m in tuned.named_modules() if n.endswith("q_proj.lora_A"))
-    lin.register_forward_hook(lambda m, i, o: seen.add(o.dtype) if torch.is_grad_enabled() else None)
-    losses = []
-    stats = train(tiny_decoder, tuned, task, load_split(task, "train", limit=8),
-                  TrainConfig(max_steps=2, batch_size=4, bf16=True, eval=False), tmp_path / "r", progress=False,
-                  on_step=lambda step, loss: losses.append(loss))
     ok = _bf16_ok()
-    assert stats["mixed_precision"] == ("bf16" if ok else "no")
-    assert seen == {torch.bfloat16 if ok else torch.float32}
-    assert all(v.dtype == torch.float32 for v in tuned.trainable_state().values())
-    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    for i, bf16 in enumerate([False, True, False]):
+        tuned = apply_method(tiny_decoder, "lora", {}, task)
+        seen, losses = set(), []
+        lin = next(m for n, m in tuned.named_modules() if n.endswith("q_proj.lora_A"))
+        lin.register_forward_hook(lambda m, i, o: seen.add(o.dtype) if torch.is_grad_enabled() else None)
+        stats = train(tiny_decoder, tuned, task, load_split(task, "train", limit=8),
+                      TrainConfig(max_steps=2, batch_size=4, bf16=bf16, eval=False), tmp_path / str(i),
+                      progress=False, on_step=lambda step, loss: losses.append(loss))
+        on = bf16 and ok
+        assert stats["mixed_precision"] == ("bf16" if on else "no")
+        assert seen == {torch.bfloat16 if on else torch.float32}
+        assert all(v.dtype == torch.float32 for v in tuned.trainable_state().values())
+        assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
 
 
 def test_a_run_killed_mid_write_of_its_first_file_can_start_again(tiny_decoder, tmp_path):

@@ -294,13 +294,16 @@ def make_optimizer(tuned, cfg: TrainConfig, lr: float, total: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), params
 
 
-def optimizer_step(accel, objective, optimizer, scheduler, params, batches: list[dict], max_grad_norm: float) -> float:
-    """One optimizer step over ``batches`` (the gradient-accumulation group); returns the loss."""
+def optimizer_step(accel, objective, optimizer, scheduler, params, batches: list[dict], max_grad_norm: float,
+                   autocast: torch.dtype | None = None) -> float:
+    """One optimizer step over ``batches`` (the gradient-accumulation group); returns the loss.
+    ``autocast``: run the forward under torch autocast to this dtype (bf16); the weights stay fp32."""
     loss_sum = 0.0
     multi = accel.num_processes > 1
+    cast = (lambda: torch.autocast(accel.device.type, dtype=autocast)) if autocast is not None else nullcontext
     for j, batch in enumerate(batches):
         sync = j == len(batches) - 1
-        with (accel.no_sync(objective) if multi and not sync else nullcontext()), accel.autocast():
+        with (accel.no_sync(objective) if multi and not sync else nullcontext()), cast():
             loss = objective(**batch) / len(batches)
         accel.backward(loss)
         loss_sum += float(loss.detach())
@@ -372,8 +375,10 @@ def train(backbone, tuned, task, train_examples: list[dict], cfg: TrainConfig, o
     lr = cfg.lr if cfg.lr is not None else lr
     mixed = "bf16" if cfg.bf16 and _bf16_ok() else "no"
     # some trainable weights may get no gradient (an encoder's unused pooler under ``full``):
-    # DDP must look for them, or its second step fails
-    accel = Accelerator(mixed_precision=mixed, cpu=_cpu_only(),
+    # DDP must look for them, or its second step fails. Autocast is ours (optimizer_step), not
+    # Accelerate's ``mixed_precision``: that is fixed per process at the first Accelerator, and
+    # one process may train several runs (compare, the Python API) with and without bf16
+    accel = Accelerator(cpu=_cpu_only(),
                         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     main = accel.is_main_process
 
@@ -459,7 +464,8 @@ def train(backbone, tuned, task, train_examples: list[dict], cfg: TrainConfig, o
             group = mine[span]
             t0 = time.perf_counter()
             batches = [{k: v.to(accel.device) for k, v in collate([feats[i] for i in b], pad).items()} for b in group]
-            loss_sum = optimizer_step(accel, objective, optimizer, scheduler, params, batches, cfg.max_grad_norm)
+            loss_sum = optimizer_step(accel, objective, optimizer, scheduler, params, batches, cfg.max_grad_norm,
+                                      torch.bfloat16 if mixed == "bf16" else None)
             st["tokens"] += sum(lengths[i] for r in ranks for b in r[span] for i in b)   # real tokens, all ranks
             st["micro"] += len(group)
             st["step"] += 1
