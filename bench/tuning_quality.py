@@ -105,7 +105,8 @@ def main() -> None:
                 _, tuned = load_adapter(out, None)
                 lm = make_lm(backbone, model=tuned, batch_size=64, truncate=task.truncate)
                 res = evaluate(lm, task, make_strategy("zero-shot"), test)
-                scored = {spec: evaluate(lm, task, make_strategy("zero-shot"), exs).metrics for spec, exs in also.items()}
+                scored = {spec: evaluate(lm, task, make_strategy("zero-shot"), exs).metrics
+                          for spec, exs in also.items()}
                 row = {"method": method, "seed": seed, "budget": budget, "lr": LR.get(method),
                        "sets": extra.get(method, {}), "accuracy": res.metrics["accuracy"], "n": res.metrics["n"],
                        "trainable_params": stats["trainable_params"],

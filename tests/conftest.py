@@ -88,14 +88,24 @@ def tiny_encoder():
     return make_tiny_encoder()
 
 
+def save_tiny(bb, folder) -> str:
+    """A tiny backbone as a model folder; every process and run that loads it gets the same
+    tokenizer (two ``make_tiny_encoder()`` calls may train slightly different WordPiece vocabularies)."""
+    bb.model.save_pretrained(folder)
+    bb.tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     """The tiny decoder saved as a model folder (for CLI runs in subprocesses)."""
-    bb = make_tiny_decoder()
-    d = tmp_path_factory.mktemp("m") / "tiny"
-    bb.model.save_pretrained(d)
-    bb.tokenizer.save_pretrained(d)
-    return str(d)
+    return save_tiny(make_tiny_decoder(), tmp_path_factory.mktemp("m") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder_folder(tmp_path_factory):
+    """The tiny encoder saved as a model folder (for runs in subprocesses)."""
+    return save_tiny(make_tiny_encoder(), tmp_path_factory.mktemp("m") / "tiny-bert")
 
 
 @pytest.fixture

@@ -220,11 +220,11 @@ def test_tune_command_end_to_end(tiny_decoder, tmp_path, capsys):
 DDP_SCRIPT = str(Path(__file__).with_name("ddp_train.py"))
 
 
-def _torchrun(*args, cwd=None):
+def _torchrun(*args):
     """``torchrun --standalone --nproc_per_node 2 ARGS``; returns stdout."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        *args], capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
+                        *args], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
 
@@ -233,12 +233,6 @@ def _trainable(folder):
     from safetensors.torch import load_file
 
     return load_file(str(Path(folder) / "trainable.safetensors"))
-
-
-def _saved(bb, folder):
-    bb.model.save_pretrained(folder)
-    bb.tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 def test_two_processes_take_the_step_one_process_takes_with_grad_accum_2(tiny_folder, tmp_path):
@@ -265,11 +259,11 @@ def test_two_processes_take_the_step_one_process_takes_with_grad_accum_2(tiny_fo
     assert [r["step"] for r in log] == [1, 5, 10, 10]                  # one log, written by the main process
 
 
-def test_two_process_resume_is_bitwise_the_uninterrupted_run(tiny_encoder, tmp_path):
+def test_two_process_resume_is_bitwise_the_uninterrupted_run(tiny_encoder_folder, tmp_path):
     """The encoder trains with dropout on: each rank's RNG stream is saved and restored."""
     from adaptlab.models import load_backbone
 
-    model = _saved(tiny_encoder, tmp_path / "tiny-bert")
+    model = tiny_encoder_folder
     ref, cut = str(tmp_path / "ref"), str(tmp_path / "cut")
     _torchrun(DDP_SCRIPT, "run", ref, model, "p-tuning-v2")
     _torchrun(DDP_SCRIPT, "kill", cut, model, "p-tuning-v2")
@@ -286,11 +280,11 @@ def test_two_process_resume_is_bitwise_the_uninterrupted_run(tiny_encoder, tmp_p
     assert sa["tokens_seen"] == sb["tokens_seen"] and sa["dev_per_epoch"] == sb["dev_per_epoch"]
 
 
-def test_every_method_trains_on_two_processes(tiny_folder, tiny_encoder, tmp_path):
+def test_every_method_trains_on_two_processes(tiny_folder, tiny_encoder_folder, tmp_path):
     """The matrix under DDP: every method, both backbones; the ranks' weights stay equal and move."""
     from adaptlab.tuning import METHODS
 
-    _torchrun(DDP_SCRIPT, "matrix", str(tmp_path), tiny_folder, _saved(tiny_encoder, tmp_path / "tiny-bert"))
+    _torchrun(DDP_SCRIPT, "matrix", str(tmp_path), tiny_folder, tiny_encoder_folder)
     rows = json.loads((tmp_path / "matrix.json").read_text())
     assert sorted(rows) == sorted(f"{k} {m}" for k in ("decoder", "encoder") for m in METHODS)
     for name, r in rows.items():

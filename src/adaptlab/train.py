@@ -208,10 +208,9 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load(path.read_bytes())
 
 
-def save_checkpoint(ckdir: Path, tuned, optimizer, scheduler, state: dict,
-                    rng_states: list[torch.Tensor] | None = None) -> None:
+def save_checkpoint(ckdir: Path, tuned, optimizer, scheduler, state: dict, rng_states: list[torch.Tensor]) -> None:
     """Write the resume state into a fresh folder, then swap it in (old one kept until then).
-    ``rng_states``: torch's CPU RNG state of each process, by rank (default: this process's)."""
+    ``rng_states``: torch's CPU RNG state of each process, by rank."""
     tmp = ckdir.with_name(ckdir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -219,7 +218,7 @@ def save_checkpoint(ckdir: Path, tuned, optimizer, scheduler, state: dict,
     osd = optimizer.state_dict()
     flat = {f"{i}.{k}": v for i, st in osd["state"].items() for k, v in st.items() if torch.is_tensor(v)}
     _save_tensors(tmp / "optimizer.safetensors", flat)
-    rng = {"torch" if r == 0 else f"torch{r}": t for r, t in enumerate(rng_states or [torch.get_rng_state()])}
+    rng = {"torch" if r == 0 else f"torch{r}": t for r, t in enumerate(rng_states)}
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             rng[f"cuda{i}"] = s
@@ -374,6 +373,7 @@ def train(backbone, tuned, task, train_examples: list[dict], cfg: TrainConfig, o
     out.mkdir(parents=True, exist_ok=True)
     lr = cfg.lr if cfg.lr is not None else lr
     mixed = "bf16" if cfg.bf16 and _bf16_ok() else "no"
+    autocast = torch.bfloat16 if mixed == "bf16" else None
     # some trainable weights may get no gradient (an encoder's unused pooler under ``full``):
     # DDP must look for them, or its second step fails. Autocast is ours (optimizer_step), not
     # Accelerate's ``mixed_precision``: that is fixed per process at the first Accelerator, and
@@ -465,7 +465,7 @@ def train(backbone, tuned, task, train_examples: list[dict], cfg: TrainConfig, o
             t0 = time.perf_counter()
             batches = [{k: v.to(accel.device) for k, v in collate([feats[i] for i in b], pad).items()} for b in group]
             loss_sum = optimizer_step(accel, objective, optimizer, scheduler, params, batches, cfg.max_grad_norm,
-                                      torch.bfloat16 if mixed == "bf16" else None)
+                                      autocast)
             st["tokens"] += sum(lengths[i] for r in ranks for b in r[span] for i in b)   # real tokens, all ranks
             st["micro"] += len(group)
             st["step"] += 1
