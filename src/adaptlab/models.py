@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptlab.errors import ModelError
+from adaptlab.families import ENCODER_TYPES
 
 DEFAULT_DECODER = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "minilm-l6"
@@ -50,8 +51,6 @@ DEFAULTS: dict[str, dict[str, str]] = {
 ALIASES = {"smollm2": DEFAULT_DECODER, "decoder": DEFAULT_DECODER, "minilm": DEFAULT_ENCODER,
            "encoder": DEFAULT_ENCODER}
 
-ENCODER_TYPES = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2",
-                 "xlm-roberta", "mpnet", "camembert", "modernbert"}
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The next token of a decode step: the vocabulary projection and the draw.
 
 Projection. A causal LM's logits are z = h W^T + b (h: the body's last hidden state [B, D], W:
-the output embedding [V, D]); for the families in ``LINEAR_HEAD`` b = 0 and nothing rescales or
+the output embedding [V, D]); for the families marked ``linear_head`` in ``families.py`` b = 0 and nothing rescales or
 caps z afterwards (checked from the config: no ``logits_scaling``, no
 ``final_logit_softcapping``). A decode step reads every weight once for all B rows, so it is
 bound by memory traffic, but for a few rows MKL computes h W^T ([B, D] x [D, V]) ~1.5-1.7x
@@ -21,15 +21,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# causal-LM families whose logits are exactly h W^T (no bias, scaling or soft-capping)
-LINEAR_HEAD = {"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo", "olmo2", "smollm3", "starcoder2", "helium"}
+from adaptlab.families import family
+
 ROWS = (2, 32)      # row counts for which W h^T beats the model's own h W^T
 
 
 def linear_head(model) -> torch.Tensor | None:
-    """W [V, D] where ``model``'s logits are exactly h W^T (a LINEAR_HEAD family), else None."""
+    """W [V, D] where ``model``'s logits are exactly h W^T (a ``linear_head`` family), else None."""
     cfg, head = model.config, model.get_output_embeddings()
-    ok = (getattr(cfg, "model_type", None) in LINEAR_HEAD and isinstance(head, torch.nn.Linear)
+    fam = family(getattr(cfg, "model_type", None))
+    ok = (fam is not None and fam.linear_head and isinstance(head, torch.nn.Linear)
           and head.bias is None and not getattr(cfg, "final_logit_softcapping", None)
           and getattr(cfg, "logits_scaling", 1) == 1)
     return head.weight if ok else None

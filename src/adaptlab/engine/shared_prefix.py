@@ -32,19 +32,19 @@ from transformers import AttentionInterface
 from transformers.cache_utils import DynamicLayer
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+from adaptlab.families import family
+
 NAME = "adaptlab_shared_prefix"
 # torch's fused CPU attention returns the log-sum-exp the merge needs (the public
 # scaled_dot_product_attention does not); where it is missing the plain formula below runs
 _FUSED = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-# decoder families whose attention is exactly softmax(q k^T * scaling + causal/padding mask) v
-PLAIN_ATTENTION = {"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo", "olmo2", "granite", "smollm3",
-                   "starcoder2", "helium"}
 
 
 def supported(model) -> bool:
     inner = getattr(model, "model", None) if not hasattr(model, "_supports_attention_backend") else model
     cfg = getattr(model, "config", None)
-    return (cfg is not None and getattr(cfg, "model_type", None) in PLAIN_ATTENTION
+    fam = family(getattr(cfg, "model_type", None))      # plain_attention: softmax(q k^T * s + mask) v
+    return (fam is not None and fam.plain_attention
             and not getattr(cfg, "sliding_window", None)
             and getattr(cfg, "_attn_implementation", None) in ("sdpa", "eager")
             and bool(getattr(inner, "_supports_attention_backend", False)))

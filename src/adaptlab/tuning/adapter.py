@@ -29,14 +29,8 @@ from torch import nn
 
 from adaptlab.config import check
 from adaptlab.errors import ConfigError
+from adaptlab.families import FAMILIES, family
 
-# model type -> (attention output projection, feed-forward output projection), as name suffixes
-SUBLAYERS = {
-    "llama": ("self_attn.o_proj", "mlp.down_proj"), "mistral": ("self_attn.o_proj", "mlp.down_proj"),
-    "qwen2": ("self_attn.o_proj", "mlp.down_proj"), "gemma": ("self_attn.o_proj", "mlp.down_proj"),
-    "bert": ("attention.output.dense", "output.dense"), "roberta": ("attention.output.dense", "output.dense"),
-    "xlm-roberta": ("attention.output.dense", "output.dense"), "gpt2": ("attn.c_proj", "mlp.c_proj"),
-}
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "swish": nn.SiLU}
 
 
@@ -81,9 +75,12 @@ class AdapterLinear(nn.Module):
 
 def sublayer_names(model: nn.Module, placement: str) -> list[str]:
     mt = model.config.model_type
-    if mt not in SUBLAYERS:
-        raise ConfigError(f"adapter: no sublayer map for model type {mt!r} (known: {', '.join(SUBLAYERS)})")
-    attn, ffn = SUBLAYERS[mt]
+    fam = family(mt)
+    if fam is None or fam.sublayers is None:
+        known = ", ".join(k for k, f in FAMILIES.items() if f.sublayers)
+        raise ConfigError(f"adapter: no sublayer names for model type {mt!r} (known: {known}); add the family "
+                          "to adaptlab/families.py")
+    attn, ffn = fam.sublayers
     out = []
     for name, mod in model.named_modules():
         if not hasattr(mod, "weight") or isinstance(mod, (nn.Embedding, nn.LayerNorm)):

@@ -25,17 +25,8 @@ from torch import nn
 
 from adaptlab.config import check
 from adaptlab.errors import ConfigError
+from adaptlab.families import default_targets
 
-DEFAULT_TARGETS = {
-    "llama": (["k_proj", "v_proj", "down_proj"], ["down_proj"]),
-    "mistral": (["k_proj", "v_proj", "down_proj"], ["down_proj"]),
-    "qwen2": (["k_proj", "v_proj", "down_proj"], ["down_proj"]),
-    "gemma": (["k_proj", "v_proj", "down_proj"], ["down_proj"]),
-    "bert": (["key", "value", "output.dense"], ["output.dense"]),
-    "roberta": (["key", "value", "output.dense"], ["output.dense"]),
-    "xlm-roberta": (["key", "value", "output.dense"], ["output.dense"]),
-    "gpt2": (["c_attn", "mlp.c_proj"], ["mlp.c_proj"]),
-}
 
 
 @dataclass
@@ -100,11 +91,9 @@ class IA3Linear(nn.Module):
 def targets_for(model_type: str, cfg: Config) -> tuple[list[str], list[str]]:
     if cfg.target_modules:
         return list(cfg.target_modules), list(cfg.feedforward_modules)
-    if model_type not in DEFAULT_TARGETS:
-        raise ConfigError(f"ia3: no default target_modules for model type {model_type!r}; give --set "
-                          "target_modules=... feedforward_modules=...")
-    t, ff = DEFAULT_TARGETS[model_type]
-    return list(t), list(cfg.feedforward_modules or ff)
+    t = default_targets(model_type, "ia3", "ia3")               # the family's defaults (families.py)
+    ff = cfg.feedforward_modules or default_targets(model_type, "ia3_ff", "ia3")
+    return list(t), list(ff)
 
 
 def apply(backbone, config: Config, task=None):

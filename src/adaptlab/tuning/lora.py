@@ -23,13 +23,8 @@ from torch import nn
 
 from adaptlab.config import check
 from adaptlab.errors import ConfigError
+from adaptlab.families import default_targets
 
-# peft's default targets per model type (query and value projections, as in the paper)
-DEFAULT_TARGETS = {
-    "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"],
-    "gemma": ["q_proj", "v_proj"], "phi3": ["qkv_proj"], "gpt2": ["c_attn"], "bert": ["query", "value"],
-    "roberta": ["query", "value"], "distilbert": ["q_lin", "v_lin"], "xlm-roberta": ["query", "value"],
-}
 
 
 @dataclass
@@ -95,12 +90,10 @@ class LoRALinear(nn.Module):
 
 
 def targets_for(model_type: str, cfg: Config) -> list[str]:
+    """The given ``target_modules``, else the family's defaults (``families.FAMILIES``)."""
     if cfg.target_modules:
         return list(cfg.target_modules)
-    if model_type not in DEFAULT_TARGETS:
-        raise ConfigError(f"lora: no default target_modules for model type {model_type!r}; "
-                          "give --set target_modules=name1,name2")
-    return DEFAULT_TARGETS[model_type]
+    return list(default_targets(model_type, "lora", "lora"))
 
 
 def apply(backbone, config: Config, task=None):
