@@ -4,11 +4,11 @@
 
 Part A, the same batches in the same order: the default decoder (smollm2-135m-instruct, fp32),
 LoRA r=8, alpha=16, dropout 0 on q_proj and v_proj, identical initial A (B = 0), AdamW
-(lr 1e-3, weight decay 0.01, betas 0.9/0.999), linear decay over the steps, grad clipping at
+(lr: the registry's LoRA default, 1e-3; weight decay 0.01, betas 0.9/0.999), linear decay over the steps, grad clipping at
 1.0, batches of 8 SST-2 training prompts + label words, right-padded to a fixed 64 tokens, loss
 on the label-word tokens only. Baseline: ``peft.get_peft_model`` + ``model(input_ids,
-attention_mask, labels).loss.backward()``. adaptlab: ``train.Objective`` + ``train.optimizer_step``
-(the code ``adaptlab tune`` runs per step). Each side runs in its own process (peak RSS is the
+attention_mask, labels).loss.backward()``. adaptlab: the loop's loss module (``train.objectives.LMTarget``)
++ ``train.steppers.AdamW.step`` (the code ``adaptlab tune`` runs per step). Each side runs in its own process (peak RSS is the
 process's ``ru_maxrss``); the sides alternate for ``--rounds`` rounds and the median step time
 of each side (first 2 steps dropped) is compared.
 
@@ -29,7 +29,16 @@ import tempfile
 import time
 from pathlib import Path
 
-BATCH, SEQ, LR, WD = 8, 64, 1e-3, 0.01
+BATCH, SEQ, WD = 8, 64, 0.01
+
+
+def _lora_lr() -> float:
+    from adaptlab.tuning import METHODS
+
+    return METHODS["lora"].lr        # the registry's default: the one learning rate both sides use
+
+
+LR = _lora_lr()
 
 
 def _threads():
@@ -53,7 +62,8 @@ def make_batches(path: Path, steps: int) -> None:
 
     from adaptlab.data import load_split
     from adaptlab.tasks import load_task
-    from adaptlab.train import encode_lm, prompt_text, train_subset
+    from adaptlab.text import encode_lm, prompt
+    from adaptlab.train import train_subset
 
     tok = AutoTokenizer.from_pretrained(_model_dir())
     task = load_task("sst2")
@@ -63,7 +73,7 @@ def make_batches(path: Path, steps: int) -> None:
     mask = torch.zeros((len(exs), SEQ), dtype=torch.long)
     labels = torch.full((len(exs), SEQ), -100, dtype=torch.long)
     for i, ex in enumerate(exs):
-        row, n = encode_lm(tok, prompt_text(task, tok, ex), task.target_text(ex), SEQ, add_eos=False)
+        row, n = encode_lm(tok, prompt(task, tok, ex), task.target_text(ex), SEQ, task.truncate, add_eos=False)
         ids[i, : len(row)] = torch.tensor(row)
         mask[i, : len(row)] = 1
         labels[i, len(row) - n: len(row)] = torch.tensor(row[-n:])
@@ -131,21 +141,24 @@ def child(side: str, batches_path: str, steps: int) -> dict:
         from accelerate import Accelerator
 
         from adaptlab.models import load_backbone
-        from adaptlab.train import Objective, TrainConfig, make_optimizer, optimizer_step
+        from adaptlab.train.loop import _Loss
+        from adaptlab.train.objectives import LMTarget
+        from adaptlab.train.steppers import AdamW
         from adaptlab.tuning import apply_method
 
         bb = load_backbone("smollm2-135m-instruct")
         tuned = apply_method(bb, "lora", {"r": 8, "alpha": 16, "dropout": 0.0})
         _lora_init({_key(n): p for n, p in tuned.named_parameters() if "lora_A" in n})
-        cfg = TrainConfig(lr=LR, weight_decay=WD, warmup_ratio=0.0, max_grad_norm=1.0)
-        opt, sched, params = make_optimizer(tuned, cfg, LR, steps)
+        stepper = AdamW(lr=LR, weight_decay=WD, warmup_ratio=0.0, max_grad_norm=1.0)   # the loop's stepper
+        module = _Loss(tuned, LMTarget(bb.tokenizer, None, SEQ))                      # the loop's loss module
+        stepper.setup(module, steps)
         accel = Accelerator()
-        objective, opt = accel.prepare(Objective(tuned), opt)
+        module = stepper.prepare(accel, module)
         tuned.train()
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         for b in batches:
             t0, c0 = time.perf_counter(), time.process_time()
-            losses.append(optimizer_step(accel, objective, opt, sched, params, [b], 1.0))
+            losses.append(stepper.step(accel, module, [b])[0])
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
         n_train = tuned.n_trainable()

@@ -27,9 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# a learning rate per method (the usual ranges: full FT small, the few new parameters larger)
-LR = {"full": 1e-4, "head": 5e-3, "lora": 1e-3, "ia3": 5e-3, "adapter": 1e-3, "prefix": 1e-3,
-      "prompt-tuning": 3e-2, "p-tuning": 1e-2, "p-tuning-v2": 5e-3}
 
 
 def main() -> None:
@@ -53,6 +50,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)),
                     help="torch threads (1 lets two runs share 2 cores)")
     args = ap.parse_args()
+    from adaptlab.models import DEFAULTS, resolve_name
+    from adaptlab.tuning import METHODS
+
+    # every learning rate from the method registry (the model's kind picks encoder_lr where set)
+    kind = DEFAULTS.get(resolve_name(args.model), {}).get("kind", "encoder")
+    LR = {m: METHODS[m].default_lr(kind) for m in METHODS}
 
     import torch
 

@@ -23,7 +23,7 @@ import torch
 from adaptlab.data import load_split
 from adaptlab.models import load_backbone
 from adaptlab.tasks import load_task
-from adaptlab.train import TrainConfig, process_state, train
+from adaptlab.train import TrainConfig, process_state, train_on_task
 from adaptlab.tuning import METHODS, apply_method
 
 KILL_AT = 3
@@ -47,7 +47,7 @@ def run(mode: str, out: str, model: str, method: str, grad_accum: int = 1) -> No
             raise Killed
 
     try:
-        stats = train(bb, tuned, task, load_split(task, "train", limit=40), cfg, out,
+        stats = train_on_task(bb, tuned, task, load_split(task, "train", limit=40), cfg, out,
                       dev_examples=load_split(task, "dev", limit=8), resume=mode == "resume", progress=False,
                       on_step=on_step)
     except Killed:
@@ -72,7 +72,7 @@ def matrix(out: str, models: list[str]) -> None:
             torch.manual_seed(0)
             tuned = apply_method(bb, method, METHOD_VALUES.get(method, {}), task)
             start = sum(float(v.double().sum()) for v in tuned.trainable_state().values())
-            train(bb, tuned, task, exs, TrainConfig(epochs=1, batch_size=4, seed=1, lr=5e-3, eval=False),
+            train_on_task(bb, tuned, task, exs, TrainConfig(epochs=1, batch_size=4, seed=1, lr=5e-3, eval=False),
                   Path(out) / f"{bb.kind}-{method}", progress=False)
             end = sum(float(v.double().sum()) for v in tuned.trainable_state().values())
             rows[f"{bb.kind} {method}"] = {"start": start, "ranks": gather_object([end])}

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from adaptlab.compare import CompareConfig, compare, load_results, parse_runs, summarize
+from adaptlab.compare import CompareConfig, compare, load_results, parse_runs
+from adaptlab.report import summarize
 from adaptlab.errors import ConfigError
 
 
@@ -100,3 +101,14 @@ def test_results_jsonl_has_resolved_config(tmp_path, tiny_folder):
     recs = compare(cfg(tiny_folder, runs="few-shot:k=2"), str(tmp_path / "f"))
     line = json.loads((tmp_path / "f" / "results.jsonl").read_text().splitlines()[0])
     assert line["config"]["k"] == 2 and line == recs[0]
+
+
+def test_compare_loads_the_base_once(tmp_path, tiny_folder, monkeypatch):
+    """A tuning run is evaluated on the model just trained: the base is not read from disk again."""
+    import adaptlab.models as M
+
+    calls = []
+    real = M.load_backbone
+    monkeypatch.setattr(M, "load_backbone", lambda *a, **k: calls.append(a) or real(*a, **k))
+    recs = compare(cfg(tiny_folder, runs="zero-shot,lora:r=2,head"), str(tmp_path / "c"))
+    assert all(r["status"] == "ok" for r in recs) and len(calls) == 1

@@ -1,6 +1,6 @@
 """Report rendering on recorded results (no model runs)."""
 
-from adaptlab.compare import summarize
+from adaptlab.report import summarize
 from adaptlab.report import format_table, write_report
 
 

@@ -18,7 +18,9 @@ from adaptlab.data import load_split
 from adaptlab.engine.local import LocalLM
 from adaptlab.errors import ConfigError
 from adaptlab.tasks import load_task, load_task_file
-from adaptlab.train import TrainConfig, collate, encode_lm, featurize, make_batches, train
+from adaptlab.text import encode_lm
+from adaptlab.train import TrainConfig, make_batches, train_on_task
+from adaptlab.train.objectives import for_task
 from adaptlab.tuning import apply_method
 
 
@@ -54,8 +56,9 @@ def test_collate_marks_only_targets(tiny_decoder):
     task = load_task("reviews")
     tuned = apply_method(tiny_decoder, "lora", {}, task)
     exs = load_split(task, "train", limit=3)
-    feats = featurize(tuned, tiny_decoder.tokenizer, task, exs, 64)
-    b = collate(feats, 0)
+    objective = for_task(tuned, tiny_decoder.tokenizer, task, 64)
+    feats = objective.featurize(exs)
+    b = objective.collate(feats)
     for i, f in enumerate(feats):
         lab = b["labels"][i]
         kept = lab[lab != -100].tolist()
@@ -84,7 +87,7 @@ def test_resume_is_bitwise_the_uninterrupted_run(kind, tiny_decoder, tiny_encode
         def on_step(step, loss):
             if kill_at is not None and step == kill_at:
                 raise Killed
-        stats = train(bb, tuned, task, exs, cfg, out, dev_examples=dev, resume=resume, progress=False,
+        stats = train_on_task(bb, tuned, task, exs, cfg, out, dev_examples=dev, resume=resume, progress=False,
                       on_step=on_step)
         return tuned, stats
 
@@ -106,7 +109,7 @@ def test_training_lowers_the_loss(tiny_decoder, tmp_path):
     task = load_task("reviews")
     tuned = apply_method(tiny_decoder, "full", {}, task)
     seen = []
-    train(tiny_decoder, tuned, task, load_split(task, "train", limit=64),
+    train_on_task(tiny_decoder, tuned, task, load_split(task, "train", limit=64),
           TrainConfig(max_steps=30, batch_size=8, lr=3e-3, eval=False, warmup_ratio=0.0), tmp_path / "r",
           progress=False, on_step=lambda s, loss: seen.append(loss))
     assert sum(seen[-5:]) < 0.7 * sum(seen[:5])
@@ -116,16 +119,16 @@ def test_bf16_autocast_where_the_cpu_has_it(tiny_decoder, tmp_path):
     """``bf16=true``: the forward runs under bf16 autocast where the device supports it (fp32 where
     not, recorded either way); the trained weights stay fp32; runs with and without it can follow
     each other in one process (as in ``adaptlab compare``)."""
-    from adaptlab.train import _bf16_ok
+    from adaptlab.train import bf16_ok
 
     task = load_task("reviews")
-    ok = _bf16_ok()
+    ok = bf16_ok()
     for i, bf16 in enumerate([False, True, False]):
         tuned = apply_method(tiny_decoder, "lora", {}, task)
         seen, losses = set(), []
         lin = next(m for n, m in tuned.named_modules() if n.endswith("q_proj.lora_A"))
         lin.register_forward_hook(lambda m, i, o: seen.add(o.dtype) if torch.is_grad_enabled() else None)
-        stats = train(tiny_decoder, tuned, task, load_split(task, "train", limit=8),
+        stats = train_on_task(tiny_decoder, tuned, task, load_split(task, "train", limit=8),
                       TrainConfig(max_steps=2, batch_size=4, bf16=bf16, eval=False), tmp_path / str(i),
                       progress=False, on_step=lambda step, loss: losses.append(loss))
         on = bf16 and ok
@@ -170,9 +173,9 @@ def test_qa_objective_and_encoder_refusal(tiny_decoder, tiny_encoder, tmp_path):
     (data / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
     task = load_task_file(tmp_path / "addqa.yaml")
     tuned = apply_method(tiny_decoder, "lora", {}, task)
-    feats = featurize(tuned, tiny_decoder.tokenizer, task, rows[:2], 64)
+    feats = for_task(tuned, tiny_decoder.tokenizer, task, 64).featurize(rows[:2])
     assert feats[0]["ids"][-1] == tiny_decoder.tokenizer.eos_token_id      # the answer ends the generation
-    stats = train(tiny_decoder, tuned, task, rows, TrainConfig(max_steps=2, batch_size=4, eval_limit=2),
+    stats = train_on_task(tiny_decoder, tuned, task, rows, TrainConfig(max_steps=2, batch_size=4, eval_limit=2),
                   tmp_path / "out", dev_examples=rows[:2], progress=False)
     assert stats["dev_metric"] == "exact_match" and len(stats["dev_per_epoch"]) == 1
     with pytest.raises(ConfigError, match="encoder"):
@@ -246,7 +249,7 @@ def test_two_processes_take_the_step_one_process_takes_with_grad_accum_2(tiny_fo
     torch.manual_seed(0)
     tuned = apply_method(bb, "lora", {"dropout": 0.0}, task)
     cfg = TrainConfig(epochs=2, batch_size=4, grad_accum=2, save_every=1, seed=3, lr=5e-3)
-    one_stats = train(bb, tuned, task, load_split(task, "train", limit=40), cfg, tmp_path / "one",
+    one_stats = train_on_task(bb, tuned, task, load_split(task, "train", limit=40), cfg, tmp_path / "one",
                       dev_examples=load_split(task, "dev", limit=8), progress=False)
     one = tuned.trainable_state()
     assert one.keys() == two.keys()
@@ -270,7 +273,7 @@ def test_two_process_resume_is_bitwise_the_uninterrupted_run(tiny_encoder_folder
     assert json.loads((Path(cut) / "checkpoint" / "state.json").read_text())["step"] == 3
     bb, task = load_backbone(model), load_task("reviews")
     with pytest.raises(ConfigError, match="started on 2"):               # one process can't take it over
-        train(bb, apply_method(bb, "p-tuning-v2", {"num_virtual_tokens": 4}, task), task,
+        train_on_task(bb, apply_method(bb, "p-tuning-v2", {"num_virtual_tokens": 4}, task), task,
               load_split(task, "train", limit=40), TrainConfig(epochs=2, batch_size=4, save_every=1, seed=3),
               cut, resume=True, progress=False)
     _torchrun(DDP_SCRIPT, "resume", cut, model, "p-tuning-v2")

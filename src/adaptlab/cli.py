@@ -112,16 +112,18 @@ class _MethodChoice(click.Choice):
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate (default: the method's).")
 @click.option("--seed", type=int, default=None, help="Seed (default 0).")
 @click.option("--data", default=None, help="Folder of <split>.jsonl, one data file, or hf:<dataset>[:<config>].")
+@click.option("--init", "init", default=None, help="Start from this adapter's weights (same method): continued "
+              "training after 'adaptlab pretrain' with that method, or a prompt from another task.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def tune_cmd(task, method, model, sets, out, resume, epochs, max_steps, train_limit, batch_size, lr, seed, data,
-             as_json) -> None:
+             init, as_json) -> None:
     """Tune a model for a task with one method; writes a peft-layout adapter folder."""
     from adaptlab.config import parse_sets
     from adaptlab.report import format_table
     from adaptlab.train import process_state, tune
 
     res = tune(task, method, model, out=out, sets=parse_sets(sets), resume=resume, data=data, epochs=epochs,
-               max_steps=max_steps, train_limit=train_limit, batch_size=batch_size, lr=lr, seed=seed)
+               max_steps=max_steps, train_limit=train_limit, batch_size=batch_size, lr=lr, seed=seed, init=init)
     if not process_state().is_main_process:      # torchrun / accelerate launch: one report, not N
         return
     row = {"task": res["task"], "method": res["method"], "model": res["model"],
@@ -163,8 +165,8 @@ def merge_cmd(adapter, out, model, as_json) -> None:
 def compare_cmd(task, model, runs, seeds, out, limit, data, train_limit, epochs, max_steps, batch_size,
                 as_json) -> None:
     """Run prompting strategies and tuning methods on one task; write results and a report."""
-    from adaptlab.compare import DEFAULT_RUNS, CompareConfig, compare, summarize
-    from adaptlab.report import COLUMNS, _display_rows, format_table
+    from adaptlab.compare import DEFAULT_RUNS, CompareConfig, compare
+    from adaptlab.report import COLUMNS, _display_rows, format_table, summarize
 
     cfg = CompareConfig(task=task, model=model, runs=runs or DEFAULT_RUNS, seeds=seeds, limit=limit, data=data,
                         train_limit=train_limit, epochs=epochs, max_steps=max_steps, batch_size=batch_size)
@@ -187,9 +189,8 @@ def compare_cmd(task, model, runs, seeds, out, limit, data, train_limit, epochs,
 @click.option("--n-adapters", type=click.IntRange(min=1), default=100, show_default=True, help="storage only.")
 def experiment_cmd(name, task, model, out, seeds, limit, data, n_adapters) -> None:
     """Presets reproducing the seeds' claims: icl-demos, icl-flipped, specialist-vs-generalist, storage."""
-    from adaptlab.compare import summarize
     from adaptlab.experiments import run_experiment
-    from adaptlab.report import COLUMNS, _display_rows, format_table
+    from adaptlab.report import COLUMNS, _display_rows, format_table, summarize
 
     res = run_experiment(name, task=task, model=model, out=out, seeds=seeds, limit=limit, data=data,
                          n_adapters=n_adapters)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import statistics
 import sys
 import time
 import traceback
@@ -157,7 +156,7 @@ def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig
     resume = (rundir / "tune_config.json").exists()
     stats = tune(task.path or task.name, spec.name, out=str(rundir), sets=sets, resume=resume, data=cfg.data,
                  backbone=backbone, progress=True)
-    _, tuned = load_adapter(rundir, backbone.name)
+    _, tuned = load_adapter(rundir, backbone=backbone)      # the base in memory: no reload from disk
     lm = make_lm(backbone, model=tuned, truncate=task.truncate)
     res = evaluate(lm, task, make_strategy("zero-shot"), test, model_name=backbone.name, split="test")
     return {"metrics": res.metrics, "cost": res.cost, "trainable_params": stats["trainable_params"],
@@ -231,29 +230,3 @@ def compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dict
     _write_results(outp, recs)
     write_report(outp, recs, settings)
     return recs
-
-
-def summarize(recs: list[dict]) -> list[dict]:
-    """One row per run: metric mean ± std over seeds and the mean costs."""
-    rows, by_run = [], {}
-    for r in recs:
-        by_run.setdefault(r["run"], []).append(r)
-    for run, rs in by_run.items():
-        ok = [r for r in rs if r.get("status") == "ok"]
-        row = {"run": run, "kind": rs[0]["kind"], "seeds": len(ok), "status": "ok" if len(ok) == len(rs) else "failed"}
-        if ok:
-            metric = ok[0]["metric"]
-            vals = [r["metrics"][metric] for r in ok]
-            row.update({
-                "metric": metric, "mean": statistics.fmean(vals),
-                "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                "trainable_params": ok[0]["trainable_params"], "adapter_bytes": ok[0]["adapter_bytes"],
-                "train_s": statistics.fmean(r["train_seconds"] for r in ok),
-                "eval_s": statistics.fmean(r["cost"]["wall_seconds"] for r in ok),
-                "calls": ok[0]["cost"]["calls"],
-                "tokens": ok[0]["cost"]["prompt_tokens"] + ok[0]["cost"]["generated_tokens"],
-            })
-        if len(ok) < len(rs):
-            row["error"] = next(r.get("error", "") for r in rs if r.get("status") != "ok")
-        rows.append(row)
-    return rows

@@ -101,7 +101,7 @@ def storage(model: str | None, task: str, out: str, n: int = 100, r: int = 8) ->
         mismatched += any(not torch.equal(got[k], written[i][k]) for k in written[i])
     loaded = 0
     for i in sorted({0, n // 2, n - 1}):
-        _, tuned = load_adapter(outp / "adapters" / f"{i:03d}", backbone.name)
+        _, tuned = load_adapter(outp / "adapters" / f"{i:03d}", backbone=backbone)
         loaded += 1
     adapters = _folder_bytes(outp / "adapters")
     result = {

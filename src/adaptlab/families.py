@@ -14,7 +14,9 @@ Per family:
     itself (``engine.decoding``);
   * ``plain_attention``: attention is exactly ``softmax(q k^T * scaling + mask) v``, so rows may
     attend to one cached shared prefix without copies (``engine.shared_prefix``; sliding windows
-    are checked at run time).
+    are checked at run time);
+  * ``mlm_head``: for an encoder, the attribute of its ``AutoModelForMaskedLM`` that maps hidden
+    states to vocabulary logits (masked-LM pretraining, ``train.objectives.MaskedLM``).
 
 ``tests/test_families.py`` builds a tiny random model of every family in this table and checks
 each claim against it: the default targets match layers, the linear head reproduces the model's
@@ -37,6 +39,7 @@ class Family:
     sublayers: tuple[str, str] | None = None
     linear_head: bool = False
     plain_attention: bool = False
+    mlm_head: str | None = None     # encoders: the attribute of AutoModelForMaskedLM holding its MLM head
 
 
 def _llama_like(linear_head: bool = True, plain_attention: bool = True) -> Family:
@@ -45,9 +48,9 @@ def _llama_like(linear_head: bool = True, plain_attention: bool = True) -> Famil
                   linear_head=linear_head, plain_attention=plain_attention)
 
 
-def _bert_like(q: str = "query", v: str = "value", k: str = "key") -> Family:
-    return Family(kind="encoder", lora=(q, v), ia3=(k, v, "output.dense"), ia3_ff=("output.dense",),
-                  sublayers=("attention.output.dense", "output.dense"))
+def _bert_like(mlm_head: str | None) -> Family:
+    return Family(kind="encoder", lora=("query", "value"), ia3=("key", "value", "output.dense"),
+                  ia3_ff=("output.dense",), sublayers=("attention.output.dense", "output.dense"), mlm_head=mlm_head)
 
 
 FAMILIES: dict[str, Family] = {
@@ -69,11 +72,11 @@ FAMILIES: dict[str, Family] = {
                          ia3_ff=("c_proj",), sublayers=("self_attn.o_proj", "mlp.c_proj"),
                          linear_head=True, plain_attention=True),
     # encoders
-    "bert": _bert_like(),
-    "roberta": _bert_like(),
-    "xlm-roberta": _bert_like(),
-    "camembert": _bert_like(),
-    "electra": _bert_like(),
+    "bert": _bert_like("cls"),
+    "roberta": _bert_like("lm_head"),
+    "xlm-roberta": _bert_like("lm_head"),
+    "camembert": _bert_like("lm_head"),
+    "electra": _bert_like(None),
     "distilbert": Family(kind="encoder", lora=("q_lin", "v_lin"), ia3=("k_lin", "v_lin", "lin2"),
                          ia3_ff=("lin2",), sublayers=("attention.out_lin", "ffn.lin2")),
     # encoders adaptlab loads and scores, with no default targets (give target_modules)

@@ -3,6 +3,8 @@ HTML reports with plots)."""
 
 from __future__ import annotations
 
+import statistics
+
 
 def _fmt(v) -> str:
     if v is None:
@@ -41,6 +43,32 @@ def _numeric(s: str) -> bool:
 
 COLUMNS = ["run", "kind", "metric", "mean", "std", "seeds", "trainable_params", "adapter_bytes", "train_s",
            "eval_s", "calls", "tokens", "status"]
+
+
+def summarize(recs: list[dict]) -> list[dict]:
+    """One row per run: metric mean ± std over seeds and the mean costs."""
+    rows, by_run = [], {}
+    for r in recs:
+        by_run.setdefault(r["run"], []).append(r)
+    for run, rs in by_run.items():
+        ok = [r for r in rs if r.get("status") == "ok"]
+        row = {"run": run, "kind": rs[0]["kind"], "seeds": len(ok), "status": "ok" if len(ok) == len(rs) else "failed"}
+        if ok:
+            metric = ok[0]["metric"]
+            vals = [r["metrics"][metric] for r in ok]
+            row.update({
+                "metric": metric, "mean": statistics.fmean(vals),
+                "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                "trainable_params": ok[0]["trainable_params"], "adapter_bytes": ok[0]["adapter_bytes"],
+                "train_s": statistics.fmean(r["train_seconds"] for r in ok),
+                "eval_s": statistics.fmean(r["cost"]["wall_seconds"] for r in ok),
+                "calls": ok[0]["cost"]["calls"],
+                "tokens": ok[0]["cost"]["prompt_tokens"] + ok[0]["cost"]["generated_tokens"],
+            })
+        if len(ok) < len(rs):
+            row["error"] = next(r.get("error", "") for r in rs if r.get("status") != "ok")
+        rows.append(row)
+    return rows
 
 
 def _human_bytes(n) -> str:
@@ -272,7 +300,6 @@ def write_report(out, recs: list[dict], settings: dict) -> dict:
     """report.md (+ PNGs beside it) and a self-contained report.html in ``out``."""
     from pathlib import Path
 
-    from adaptlab.compare import summarize
     from adaptlab.config import atomic_write_bytes, atomic_write_text
 
     out = Path(out)

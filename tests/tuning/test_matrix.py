@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adaptlab.tasks import load_task
-from adaptlab.train import TrainConfig, train
+from adaptlab.train import TrainConfig, train_on_task
 from adaptlab.tuning import METHODS, apply_method
 from adaptlab.tuning.io import adapter_bytes, load_adapter
 from tuning_fixtures import load_tiny, tiny_dirs  # noqa: F401,E402  (fixtures)
@@ -35,7 +35,7 @@ def test_apply_step_save_load(method, kind, load_tiny, tmp_path):
     before = {k: v.clone() for k, v in tuned.trainable_state().items()}
     assert before, "no trainable parameters"
     examples = load_split(task, "train", limit=8)
-    stats = train(bb, tuned, task, examples, TrainConfig(max_steps=1, batch_size=4, eval=False, lr=1e-2),
+    stats = train_on_task(bb, tuned, task, examples, TrainConfig(max_steps=1, batch_size=4, eval=False, lr=1e-2),
                   tmp_path / "run", progress=False)
     assert stats["steps"] == 1 and stats["trainable_params"] == tuned.n_trainable()
     after = tuned.trainable_state()

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from adaptlab import text as text_path
 from adaptlab.engine import Cost, OptionScore
 from adaptlab.errors import ModelError
 
@@ -31,6 +32,7 @@ class EmbeddingLM:
         self.batch_size = batch_size
         self.max_length = max_length or min(getattr(self.model.config, "max_position_embeddings", 512), 512)
         self.tau = tau
+        self.truncate = truncate
         self.cost = Cost()
         self.progress = progress
         self.device = next(self.model.parameters()).device
@@ -38,15 +40,22 @@ class EmbeddingLM:
     @torch.no_grad()
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         outs = []
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
         for s in range(0, len(texts), self.batch_size):
-            enc = self.tok(list(texts[s: s + self.batch_size]), padding=True, truncation=True,
-                           max_length=self.max_length, return_tensors="pt").to(self.device)
-            h = self.model(**enc).last_hidden_state                    # [B, L, H]
-            m = enc["attention_mask"].unsqueeze(-1).float()             # [B, L, 1]
+            rows = [text_path.encode_input(self.tok, t, self.max_length, self.truncate, "encoder")
+                    for t in texts[s: s + self.batch_size]]
+            L = max(len(r) for r in rows)
+            ids = torch.full((len(rows), L), pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), L), dtype=torch.long)
+            for i, r in enumerate(rows):                                # right padding
+                ids[i, : len(r)] = torch.tensor(r)
+                mask[i, : len(r)] = 1
+            h = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+            m = mask.to(self.device).unsqueeze(-1).float()               # [B, L, 1]; h: [B, L, H]
             e = (h * m).sum(1) / m.sum(1).clamp(min=1)                  # [B, H]
             outs.append(F.normalize(e, dim=-1))
             self.cost.forwards += 1
-            self.cost.prompt_tokens += int(enc["attention_mask"].sum())
+            self.cost.prompt_tokens += int(mask.sum())
         return torch.cat(outs)
 
     def chat(self, text: str) -> str:

@@ -2,8 +2,9 @@
 method, or a decoder tuned with ``head``). ``score(contexts, options)`` returns, for each
 context, the head's log-softmax over the task's labels, read in the order of the options
 given (each option must be one of the task's options, e.g. " negative"); ``generate`` is not
-possible and raises ``ModelError``. Contexts are tokenized as in training (``train.featurize``):
-the encoder's tokenizer with truncation, a decoder's with BOS and left truncation."""
+possible and raises ``ModelError``. Contexts are tokenized as in training, through the one text
+path (``text.encode_input``: an encoder's special tokens kept, the body cut from the task's
+``truncate`` side; a decoder's ids with BOS)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from adaptlab import text as text_path
 from adaptlab.engine import Cost, OptionScore
 from adaptlab.errors import ModelError
 
@@ -20,6 +22,7 @@ from adaptlab.errors import ModelError
 class HeadLM:
     def __init__(self, backbone, model, batch_size: int = 32, max_length: int | None = None,
                  truncate: str = "left", progress=None):
+        self.truncate = truncate
         if getattr(model, "head", None) is None or model.task is None:
             raise ModelError("HeadLM needs a tuned model with a classification head and its task")
         self.backbone = backbone
@@ -38,20 +41,13 @@ class HeadLM:
             self.keys.setdefault(lab.strip(), i)
 
     def chat(self, text: str) -> str:
-        if self.model.kind == "decoder" and getattr(self.tok, "chat_template", None):
-            return self.tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                add_generation_prompt=True)
-        return text
+        return text_path.chat(self.tok, text)
 
     def _encode(self, text: str) -> list[int]:
-        if self.model.kind == "encoder":
-            return self.tok(text, truncation=True, max_length=self.max_length)["input_ids"]
-        from adaptlab.train import _encode
-
-        ids = _encode(self.tok, text)
-        if len(ids) > self.max_length:
+        ids = text_path.encode_input(self.tok, text, self.max_length, self.truncate, self.model.kind)
+        if len(ids) >= self.max_length and len(self.tok(text)["input_ids"]) > self.max_length:
             self.cost.truncated += 1
-        return ids[-self.max_length:]
+        return ids
 
     @torch.no_grad()
     def label_logprobs(self, contexts: Sequence[str]) -> torch.Tensor:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from adaptlab import text as text_path
 from adaptlab.engine import Cost, OptionScore, decoding, shared_prefix
 from adaptlab.models import cache_arg
 
@@ -73,45 +74,23 @@ class LocalLM:
         self._head = decoding.linear_head(self.model) if self.plain else None  # W of z = h W^T
         self.finish_reasons: list[list[str]] = []  # of the last generate(): stop string | "eos" | "length"
 
-    # ------------------------------------------------------------------ tokenization
+    # ------------------------------------------------------------------ tokenization (adaptlab.text)
     def encode(self, text: str) -> list[int]:
-        bos = self.tok.bos_token
-        special = not (bos and text.startswith(bos))
-        ids = self.tok(text, add_special_tokens=special)["input_ids"]
-        if not ids:  # an empty context still needs something to predict from
-            start = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
-            ids = [start]
-        return ids
+        return text_path.encode(self.tok, text)
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """Context and continuation ids such that ctx + cont tokenizes like the whole text
-        (trailing spaces of the context move to the continuation, as lm-eval does)."""
-        n = len(context) - len(context.rstrip())
-        if n:
-            context, continuation = context[:-n], context[-n:] + continuation
-        ctx = self.encode(context)
-        whole = self.encode(context + continuation)
-        if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
-            return ctx, whole[len(ctx):]
-        return ctx, self.tok(continuation, add_special_tokens=False)["input_ids"] or [self.tok.eos_token_id]
+        return text_path.encode_pair(self.tok, context, continuation)
 
-    def _fit(self, ids: list[int], keep_end: int) -> list[int]:
-        """Cut ``ids`` to the model's context, never cutting the last ``keep_end`` tokens."""
-        if len(ids) <= self.max_length:
-            return ids
-        self.cost.truncated += 1
-        room = self.max_length - keep_end
-        if room <= 0:
-            return ids[-self.max_length:]
-        head, tail = ids[: len(ids) - keep_end], ids[len(ids) - keep_end:]
-        head = head[-room:] if self.truncate == "left" else head[:room]
-        return head + tail
+    def _fit_context(self, ids: list[int], n_target: int) -> list[int]:
+        """The context cut (from the task's side) so that ``n_target`` more tokens fit the model's
+        context: the rule training uses (``text.encode_lm``)."""
+        out = text_path.fit_context(ids, n_target, self.max_length, self.truncate)
+        if len(out) < len(ids):
+            self.cost.truncated += 1
+        return out
 
     def chat(self, text: str) -> str:
-        if not getattr(self.tok, "chat_template", None):
-            return text
-        return self.tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                            add_generation_prompt=True)
+        return text_path.chat(self.tok, text)
 
     # ------------------------------------------------------------------ shared prefix cache
     def clear_cache(self) -> None:
@@ -214,10 +193,11 @@ class LocalLM:
             conts = [c for _, c in pairs]
             before = self.cost.truncated
             if all(len(c) == 1 for c in conts):
-                rows.append((self._fit(ctx_ids, 0), [(i, j, c) for j, c in enumerate(conts)]))
+                rows.append((self._fit_context(ctx_ids, 1), [(i, j, c) for j, c in enumerate(conts)]))
             else:
                 for j, c in enumerate(conts):
-                    seq = self._fit(ctx_ids + c, len(c))[:-1]
+                    c = c[: self.max_length - 1]
+                    seq = (self._fit_context(ctx_ids, len(c)) + c)[:-1]     # encode_lm's row, less its last token
                     rows.append((seq, [(i, j, c)]))
             self.cost.truncated = before + (self.cost.truncated > before)  # count inputs, not option rows
         # every row keeps after the prefix the positions that predict its options
@@ -308,7 +288,7 @@ class LocalLM:
         gen = torch.Generator(device="cpu")
         gen.manual_seed(0 if seed is None else seed)
         stop = [s for s in (stop or []) if s]
-        encoded = [self._fit(self.encode(p), 0) for p in prompts]
+        encoded = [self._fit_context(self.encode(p), 1) for p in prompts]
         out: list[list[str]] = [[] for _ in prompts]
         reasons: list[list[str]] = [[] for _ in prompts]
         # at most ~batch_size rows decode together: group prompts so that groups x n fit

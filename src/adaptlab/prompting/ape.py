@@ -20,7 +20,7 @@ import random
 from dataclasses import asdict, dataclass
 
 from adaptlab.errors import ConfigError
-from adaptlab.evaluate import is_correct
+from adaptlab.metrics import is_correct
 from adaptlab.prompting.common import Prediction, predict_prompts, with_chat
 from adaptlab.tasks import Task
 

@@ -78,6 +78,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, Literal
@@ -166,6 +167,7 @@ class TunedModel(nn.Module):
         self.head_name: str | None = None
         self.prompt_name: str | None = None
         self.cache_arg = cache_arg(model)               # the name the HF forward takes the KV cache under
+        self._prompt_enabled = True                     # False inside disable_adapters()
 
     @classmethod
     def wrap(cls, backbone, method: str, config: Any, task=None, share_weights: bool = True) -> "TunedModel":
@@ -195,7 +197,7 @@ class TunedModel(nn.Module):
     @property
     def n_virtual(self) -> int:
         p = self.prompt
-        return int(p.n_virtual) if p is not None else 0
+        return int(p.n_virtual) if p is not None and self._prompt_enabled else 0
 
     def get_input_embeddings(self):
         return self.model.get_input_embeddings()
@@ -208,7 +210,7 @@ class TunedModel(nn.Module):
         kw: dict[str, Any] = {}
         if token_type_ids is not None:
             kw["token_type_ids"] = token_type_ids
-        p = self.prompt
+        p = self.prompt if self._prompt_enabled else None
         n = self.n_virtual
         if p is None or n == 0:
             kw.update(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
@@ -295,8 +297,43 @@ class TunedModel(nn.Module):
         return [n for n, p in self.named_parameters() if p.requires_grad]
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Name -> tensor of every trainable parameter (what an adapter file holds)."""
+        """Name -> tensor of every parameter a gradient trains (``requires_grad``)."""
         return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+
+    def owns(self, name: str) -> bool:
+        """Whether tensor ``name`` is the method's (its registered prefix) or the head's."""
+        return get_method(self.method).is_own(name) or any(part.startswith(HEAD_PREFIX) for part in name.split("."))
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """Name -> tensor of what the method adds and saves (parameters and buffers under its
+        prefix, and the head), whether or not a gradient trains it: a black-box method's
+        vector is saved though nothing backpropagates into it. This, not ``requires_grad``,
+        is what an adapter file holds (in the method's saved form, ``io.saved_state``)."""
+        out = {n: p.detach() for n, p in self.named_parameters() if self.owns(n)}
+        out.update({n: b for n, b in self.named_buffers() if self.owns(n) and n not in out})
+        return out
+
+    @contextmanager
+    def disable_adapters(self):
+        """Run the base model through this same object: every adapter layer (``adapter_enabled``)
+        passes its input to its base layer unchanged and no virtual tokens are added; the head
+        stays. No second copy of the model is made (a DPO reference, a server's base rows)."""
+        if get_method(self.method).prefix == "":
+            raise ConfigError(f"method {self.method} trains the base weights themselves: there is no base model "
+                              "to switch back to without a second copy")
+        layers = [m for m in self.model.modules() if hasattr(m, "adapter_enabled")]
+        if any(getattr(m, "merged", False) for m in layers):
+            raise ConfigError("the adapter is merged into the base weights; unmerge it before disabling it")
+        before = [m.adapter_enabled for m in layers], self._prompt_enabled
+        for m in layers:
+            m.adapter_enabled = False
+        self._prompt_enabled = False
+        try:
+            yield self
+        finally:
+            for m, on in zip(layers, before[0]):
+                m.adapter_enabled = on
+            self._prompt_enabled = before[1]
 
     def n_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -324,6 +361,11 @@ class Method:
     peft_type: str                      # adapter_config.json "peft_type"
     lr: float                           # default learning rate
     about: str = ""
+    encoder_lr: float | None = None     # the default on an encoder where it differs (measured: docs/benchmarks.md)
+
+    def default_lr(self, kind: str) -> float:
+        """The learning rate a run uses unless told otherwise; the benches read it here too."""
+        return self.encoder_lr if kind == "encoder" and self.encoder_lr is not None else self.lr
 
     @property
     def Config(self):
@@ -342,12 +384,14 @@ class Method:
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, module: str, *, prefix: str, peft_type: str, lr: float, about: str = "") -> None:
+def register(name: str, module: str, *, prefix: str, peft_type: str, lr: float, about: str = "",
+             encoder_lr: float | None = None) -> None:
     """Register the method in ``adaptlab.tuning.<module>`` under ``name``."""
     if name in METHODS:
         raise ValueError(f"tuning method {name!r} registered twice")
     mod = importlib.import_module(f"adaptlab.tuning.{module}")
-    METHODS[name] = Method(name=name, module=mod, prefix=prefix, peft_type=peft_type, lr=lr, about=about)
+    METHODS[name] = Method(name=name, module=mod, prefix=prefix, peft_type=peft_type, lr=lr, about=about,
+                           encoder_lr=encoder_lr)
 
 
 def get_method(name: str) -> Method:
@@ -388,9 +432,10 @@ def apply_method(backbone, method: str, config=None, task=None) -> TunedModel:
     tuned = m.module.apply(backbone, config, task)
     if backbone.kind == "encoder" and tuned.head is None and task is not None:
         make_head(tuned, task, getattr(config, "head", None))
+    train_own = getattr(m.module, "gradient", True)  # a black-box method moves its state without gradients
     for n, p in tuned.named_parameters():
-        p.requires_grad_(m.is_own(n) or any(part.startswith(HEAD_PREFIX) for part in n.split(".")))
-    if tuned.n_trainable() == 0:
+        p.requires_grad_(tuned.owns(n) and (train_own or any(x.startswith(HEAD_PREFIX) for x in n.split("."))))
+    if not tuned.adapter_state():
         raise ConfigError(f"method {method}: no trainable parameters (check target_modules)")
     return tuned
 
@@ -439,13 +484,14 @@ def merged_model(tuned: TunedModel) -> nn.Module:
 
 Apply = Callable[..., TunedModel]
 
-# name, module, parameter-name prefix, adapter_config peft_type, default learning rate
-register("full", "full", prefix="", peft_type="ADAPTLAB_FULL", lr=2e-5, about="Howard & Ruder 2018; Sun et al. 2019")
-register("head", "head", prefix=HEAD_PREFIX, peft_type="ADAPTLAB_HEAD", lr=1e-3, about="Radford et al. 2018")
+# name, module, parameter-name prefix, adapter_config peft_type, default learning rate (and on an encoder,
+# where the SST-2 runs of docs/benchmarks.md used another)
+register("full", "full", prefix="", peft_type="ADAPTLAB_FULL", lr=2e-5, encoder_lr=1e-4, about="Howard & Ruder 2018; Sun et al. 2019")
+register("head", "head", prefix=HEAD_PREFIX, peft_type="ADAPTLAB_HEAD", lr=1e-3, encoder_lr=5e-3, about="Radford et al. 2018")
 register("lora", "lora", prefix="lora_", peft_type="LORA", lr=1e-3, about="Hu et al. 2021")
-register("ia3", "ia3", prefix="ia3_", peft_type="IA3", lr=3e-3, about="Liu et al. 2022")
+register("ia3", "ia3", prefix="ia3_", peft_type="IA3", lr=3e-3, encoder_lr=5e-3, about="Liu et al. 2022")
 register("adapter", "adapter", prefix="adapter_", peft_type="ADAPTLAB_BOTTLENECK", lr=1e-3, about="Houlsby et al. 2019; Pfeiffer et al. 2021")
 register("prefix", "prefix", prefix="prefix_", peft_type="PREFIX_TUNING", lr=1e-3, about="Li & Liang 2021")
 register("prompt-tuning", "prompt_tuning", prefix="prompt_", peft_type="PROMPT_TUNING", lr=3e-2, about="Lester et al. 2021")
-register("p-tuning", "p_tuning", prefix="p_tuning_", peft_type="P_TUNING", lr=1e-3, about="Liu et al. 2021")
+register("p-tuning", "p_tuning", prefix="p_tuning_", peft_type="P_TUNING", lr=1e-3, encoder_lr=1e-2, about="Liu et al. 2021")
 register("p-tuning-v2", "p_tuning_v2", prefix="deep_prompt_", peft_type="ADAPTLAB_P_TUNING_V2", lr=1e-2, about="Liu et al. 2022")

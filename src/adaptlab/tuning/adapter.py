@@ -63,6 +63,7 @@ class AdapterLinear(nn.Module):
         for lin in (self.adapter_down, self.adapter_up):
             nn.init.normal_(lin.weight, std=cfg.init_std)
             nn.init.zeros_(lin.bias)
+        self.adapter_enabled = True                  # False: the base layer alone (disable_adapters)
 
     @property
     def weight(self):
@@ -70,6 +71,8 @@ class AdapterLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.base_layer(x)                                               # [.., d]
+        if not self.adapter_enabled:
+            return h
         return h + self.adapter_up(self.adapter_dropout(self.adapter_act(self.adapter_down(h))))
 
 

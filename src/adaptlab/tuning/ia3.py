@@ -52,6 +52,7 @@ class IA3Linear(nn.Module):
         shape = (1, base_layer.in_features) if is_feedforward else (base_layer.out_features, 1)
         self.ia3_l = nn.Parameter(torch.ones(shape, device=w.device, dtype=w.dtype))
         self.merged = False
+        self.adapter_enabled = True                     # False: the base layer alone (disable_adapters)
         self._orig: tuple | None = None
 
     @property
@@ -59,7 +60,7 @@ class IA3Linear(nn.Module):
         return self.base_layer.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merged:
+        if self.merged or not self.adapter_enabled:
             return self.base_layer(x)
         l = self.ia3_l.flatten()
         if self.is_feedforward:

@@ -70,7 +70,7 @@ def _file_state(tuned) -> dict:
     from adaptlab.tuning import get_method
 
     mod = get_method(tuned.method).module
-    state = mod.saved_state(tuned) if hasattr(mod, "saved_state") else tuned.trainable_state()
+    state = mod.saved_state(tuned) if hasattr(mod, "saved_state") else tuned.adapter_state()
     to_keys = getattr(mod, "to_file_keys", default_file_keys)
     return to_keys(state)
 
@@ -152,9 +152,11 @@ def read_adapter(adapter_dir) -> tuple[Path, dict, dict | None]:
     return d, cfg, meta
 
 
-def load_adapter(adapter_dir, model_name: str | None = None):
+def load_adapter(adapter_dir, model_name: str | None = None, backbone=None):
     """-> (backbone, tuned model) for an adapter folder written by adaptlab or by peft.
-    ``model_name`` overrides the base recorded in the folder; it must be the same model."""
+    ``model_name`` overrides the base recorded in the folder; it must be the same model.
+    ``backbone``: the base already in memory (checked against the recorded identity), so
+    nothing is read from disk again but the adapter's own files."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -178,9 +180,12 @@ def load_adapter(adapter_dir, model_name: str | None = None):
     # 2. the base model, checked against the recorded identity
     base = (meta or {}).get("base") or {}
     name = model_name or base.get("name") or cfg.get("base_model_name_or_path")
+    if backbone is not None:
+        name = backbone.name
     if not name:
         raise AdapterError(f"{d}: the folder names no base model; give --model")
-    backbone = load_backbone(name)
+    if backbone is None:
+        backbone = load_backbone(name)
     if base:
         have = backbone.identity
         for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "fingerprint"):
@@ -210,9 +215,10 @@ def load_adapter(adapter_dir, model_name: str | None = None):
 
 
 def load_state(tuned, state: dict[str, torch.Tensor], where: str) -> None:
-    """Copy ``state`` into the tuned model's trainable parameters; every name must match, and
-    every shape."""
-    params = {n: p for n, p in tuned.named_parameters() if p.requires_grad}
+    """Copy ``state`` into what the method saves (``TunedModel.adapter_state``); every name must
+    match, and every shape."""
+    params = {n: p for n, p in tuned.named_parameters() if tuned.owns(n)}
+    params.update({n: b for n, b in tuned.named_buffers() if tuned.owns(n) and n not in params})
     missing = sorted(set(params) - set(state))
     extra = sorted(set(state) - set(params))
     if missing:
@@ -264,3 +270,40 @@ def merge_adapter(adapter_dir, out, model_name: str | None = None) -> dict:
     return {"adapter": str(adapter_dir), "out": str(outp), "method": tuned.method,
             "base": tuned.base_identity.get("name"), "params": sum(p.numel() for p in model.parameters()),
             "bytes": size}
+
+
+def init_from(tuned, adapter_dir) -> None:
+    """Start ``tuned`` from the weights of another adapter of the same method (continued training
+    after in-domain pretraining, or a prompt transferred from another task). The method's own
+    tensors must all be there with the same shapes; a classification head is not taken (the new
+    task has its own labels)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    from adaptlab.tuning import HEAD_PREFIX, get_method, method_for_peft_type
+
+    d, cfg, meta = read_adapter(adapter_dir)
+    try:
+        method = get_method(meta["method"]) if meta and meta.get("method") else method_for_peft_type(str(cfg["peft_type"]))
+    except UserError as e:
+        raise AdapterError(f"{d}: {e}") from None
+    if method.name != tuned.method:
+        raise AdapterError(f"{d}: an initial adapter must be of the method being tuned ({tuned.method}); "
+                           f"this one is {method.name}")
+    try:
+        file_state = load((d / WEIGHTS).read_bytes())
+    except (SafetensorError, OSError, ValueError) as e:
+        raise AdapterError(f"{d / WEIGHTS}: not a readable safetensors file ({e})") from None
+    from_keys = getattr(method.module, "from_file_keys", default_from_file_keys)
+
+    def is_head(n: str) -> bool:
+        return any(part.startswith(HEAD_PREFIX) for part in n.split("."))
+
+    state = {k: v for k, v in from_keys(file_state).items() if not is_head(k)}
+    own = {n: v for n, v in tuned.adapter_state().items() if not is_head(n)}
+    if set(state) != set(own):
+        gone = sorted(set(own) - set(state)) or sorted(set(state) - set(own))
+        raise AdapterError(f"{d}: its tensors do not fit this {tuned.method} config (e.g. {gone[0]!r}); an adapter "
+                           "saved in inference form (prefix / P-tuning save their prompts, not the encoder) cannot "
+                           "restart training")
+    load_state(tuned, {**{n: v for n, v in tuned.adapter_state().items() if is_head(n)}, **state}, where=str(d / WEIGHTS))

@@ -103,7 +103,7 @@ def saved_config(cfg: Config) -> Config:
 
 def saved_state(tuned) -> dict[str, torch.Tensor]:
     enc = getattr(tuned, MODULE)
-    state = {k: v for k, v in tuned.trainable_state().items() if not k.startswith(MODULE + ".")}
+    state = {k: v for k, v in tuned.adapter_state().items() if not k.startswith(MODULE + ".")}
     with torch.no_grad():
         state[f"{MODULE}.embedding.weight"] = enc.tokens().detach()
     return state

@@ -136,7 +136,7 @@ def apply(backbone, config: Config, task=None):
 def folded_state(tuned, module: str) -> dict[str, torch.Tensor]:
     """The trainable state with the encoder replaced by the prefixes it produces."""
     enc = getattr(tuned, module)
-    state = {k: v for k, v in tuned.trainable_state().items() if not k.startswith(module + ".")}
+    state = {k: v for k, v in tuned.adapter_state().items() if not k.startswith(module + ".")}
     with torch.no_grad():
         state[f"{module}.embedding.weight"] = enc.prefixes().detach()
     return state

@@ -1,0 +1,172 @@
+"""``adaptlab tune``: a labelled task, one tuning method, the one loop; writes an adapter folder.
+
+``train_on_task`` puts the pieces together for a task: the objective the model calls for
+(``objectives.for_task``: an LM target, or a head's cross-entropy), AdamW, and the hooks: dev
+evaluation through the same path as ``adaptlab eval --prompt zero-shot`` at every epoch end,
+best-keeping, and writing the adapter (``tuning.io.save_adapter``). ``tune`` is the Python API
+behind the command: it checks the output folder and every option before anything loads, then
+loads, applies the method (optionally starting from another adapter's weights, ``init``), trains.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from adaptlab.config import atomic_write_json, config_dict, remove_stale_temp_files
+from adaptlab.errors import ConfigError
+from adaptlab.train.loop import Hooks, TrainConfig, process_state, train
+from adaptlab.train.objectives import for_task
+from adaptlab.train.steppers import AdamW
+
+TRAIN_SUBSET_SEED = 0      # train_limit takes the first N after this fixed shuffle: same subset every seed
+
+
+def split_sets(method_cls, sets: dict, extra_cls=()) -> tuple[dict, dict]:
+    """``--set`` values -> (method config values, TrainConfig values); unknown keys are errors."""
+    import dataclasses
+
+    mf = {f.name for f in dataclasses.fields(method_cls)}
+    tf = {f.name for f in dataclasses.fields(TrainConfig)}
+    for c in extra_cls:
+        tf |= {f.name for f in dataclasses.fields(c)}
+    unknown = sorted(set(sets) - mf - tf)
+    if unknown:
+        raise ConfigError(f"--set: unknown key {unknown[0]!r}; method keys: {', '.join(sorted(mf)) or '-'}; "
+                          f"training keys: {', '.join(sorted(tf))}")
+    return {k: v for k, v in sets.items() if k in mf}, {k: v for k, v in sets.items() if k not in mf}
+
+
+def train_subset(examples: list, limit: int | None) -> list:
+    """The first ``limit`` examples after a fixed shuffle (the same subset for every seed)."""
+    if limit is None or limit >= len(examples):
+        return examples
+    idx = list(range(len(examples)))
+    random.Random(TRAIN_SUBSET_SEED).shuffle(idx)
+    return [examples[i] for i in sorted(idx[:limit])]
+
+
+def dev_hook(backbone, tuned, task, examples: list[dict], batch_size: int) -> Callable[[], float]:
+    """The task metric on ``examples`` through the same path as ``adaptlab eval``."""
+    from adaptlab.engine import make_lm
+    from adaptlab.evaluate import evaluate
+    from adaptlab.prompting import make_strategy
+
+    def score() -> float:
+        lm = make_lm(backbone, model=tuned, batch_size=batch_size, truncate=task.truncate)
+        return evaluate(lm, task, make_strategy("zero-shot"), examples).score
+
+    return score
+
+
+def adam_for(cfg: TrainConfig, lr: float) -> AdamW:
+    return AdamW(lr=cfg.lr if cfg.lr is not None else lr, weight_decay=cfg.weight_decay,
+                 warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm)
+
+
+def train_on_task(backbone, tuned, task, train_examples: list[dict], cfg: TrainConfig, out, *,
+                  dev_examples: list[dict] | None = None, lr: float = 1e-3, resume: bool = False,
+                  progress: bool = True, on_step: Callable[[int, float], None] | None = None,
+                  meta: dict | None = None) -> dict:
+    """Train ``tuned`` on a labelled task and write the best adapter to ``out``; returns the run
+    summary (also in ``out/adaptlab.json``'s ``stats``)."""
+    from adaptlab.tuning.io import adapter_bytes, save_adapter, update_stats
+
+    out = Path(out)
+    hooks = Hooks(
+        evaluate=dev_hook(backbone, tuned, task, dev_examples, max(16, cfg.batch_size))
+        if dev_examples and cfg.eval else None,
+        save=lambda stats: save_adapter(out, tuned, stats=stats, meta=meta),
+        update=lambda stats: update_stats(out, stats),
+        on_step=on_step, describe=lambda: {"adapter_bytes": adapter_bytes(tuned)}, metric=task.metric)
+    return train(tuned, train_examples, for_task(tuned, backbone.tokenizer, task, cfg.max_seq_len),
+                 adam_for(cfg, lr), cfg, hooks, out=out, resume=resume, progress=progress,
+                 desc=f"tune {tuned.method}")
+
+
+def prepare_out(outp: Path, resolved: dict, resume: bool, config_name: str, what: str) -> None:
+    """Refuse an output folder that holds something else, or another run without ``--resume``,
+    or ``--resume`` with other settings; remove what a killed atomic write left. Every process
+    of a multi-process launch checks; the main process cleans."""
+    state = process_state()
+    if state.is_main_process:
+        remove_stale_temp_files(outp)            # a run killed mid-write leaves only these
+    state.wait_for_everyone()
+    cfg_path = outp / config_name
+    if outp.exists() and not outp.is_dir():
+        raise ConfigError(f"{outp}: exists and is not a folder; choose another --out")
+    if cfg_path.exists():
+        if not resume:
+            raise ConfigError(f"{outp}: already holds a {what} run; pass --resume to continue it, or another --out")
+        prev = json.loads(cfg_path.read_text())
+        for k, v in resolved.items():
+            if prev.get(k) != v:
+                raise ConfigError(f"{outp}: --resume with settings that differ from the run there ({k}: "
+                                  f"{json.dumps(prev.get(k))[:80]} vs {json.dumps(v)[:80]})")
+    elif outp.is_dir() and any(outp.iterdir()):
+        raise ConfigError(f"{outp}: folder is not empty and holds no {what} run; choose another --out")
+
+
+def tune(task: str, method: str, model: str | None = None, *, out: str, sets: dict | None = None,
+         resume: bool = False, data: str | None = None, progress: bool = True, backbone=None,
+         init: str | None = None, **train_values) -> dict:
+    """The Python API behind ``adaptlab tune``: load, apply the method, train, write the adapter.
+    ``train_values`` are TrainConfig fields (None: keep the default). ``init``: an adapter folder
+    of the same method whose weights the run starts from (continued training, prompt transfer)."""
+    from adaptlab.config import build_config
+    from adaptlab.data import load_split
+    from adaptlab.errors import DataError
+    from adaptlab.models import load_backbone, resolve_name
+    from adaptlab.tasks import load_task
+    from adaptlab.tuning import apply_method, check_task, get_method
+
+    spec = load_task(task)
+    m = get_method(method)
+    mvals, tvals = split_sets(m.Config, dict(sets or {}))
+    tvals.update({k: v for k, v in train_values.items() if v is not None})
+    mcfg = build_config(m.Config, mvals, where=f"--method {method}")
+    tcfg = build_config(TrainConfig, tvals, where="training option")
+    if init:
+        from adaptlab.tuning.io import read_adapter
+
+        read_adapter(init)
+    model_name = backbone.name if backbone is not None else resolve_name(model)
+    resolved = {"task": spec.name, "task_spec": spec.to_dict(), "method": method, "model": model_name,
+                "method_config": config_dict(mcfg), "train_config": config_dict(tcfg), "data": data}
+    if init:
+        resolved["init"] = str(Path(init).resolve())
+    outp = Path(out)
+    state = process_state()                      # under a multi-process launch: the main one writes
+    prepare_out(outp, resolved, resume, "tune_config.json", "tune")
+    train_ex = train_subset(load_split(spec, "train", data), tcfg.train_limit)
+    dev_ex = None
+    if tcfg.eval:
+        try:
+            dev_ex = load_split(spec, "dev", data, limit=tcfg.eval_limit)
+        except DataError as e:
+            if state.is_main_process:
+                print(f"note: no dev split, so no per-epoch evaluation; the last weights are kept ({e})",
+                      file=sys.stderr)
+    if backbone is None:
+        backbone = load_backbone(model)
+    check_task(backbone, spec)
+    torch.manual_seed(tcfg.seed)                      # the method's initialisation is seeded too
+    tuned = apply_method(backbone, method, mcfg, spec)
+    if init:
+        from adaptlab.tuning.io import init_from
+
+        init_from(tuned, init)
+    resolved["lr"] = tcfg.lr if tcfg.lr is not None else m.default_lr(backbone.kind)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        outp.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(outp / "tune_config.json", {**resolved, "base": backbone.identity})
+    stats = train_on_task(backbone, tuned, spec, train_ex, tcfg, outp, dev_examples=dev_ex, lr=m.default_lr(backbone.kind), resume=resume,
+                          progress=progress, meta={"tune_config": "tune_config.json"})
+    return {"out": str(outp), "task": spec.name, "method": method, "model": model_name,
+            "method_config": config_dict(mcfg), "train_config": config_dict(tcfg), **stats}
