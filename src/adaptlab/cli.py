@@ -133,6 +133,45 @@ def tune_cmd(task, method, model, sets, out, resume, epochs, max_steps, train_li
     _emit(res, format_table([row]) + f"\n\nadapter: {res['out']}", as_json, None)
 
 
+@click.command("pretrain")
+@click.option("--text", "text", default=None, help="Domain text to pretrain on (DAPT): a .txt file (a text per line) "
+              "or a .jsonl/.csv/.tsv file (its 'text' field; --set text_field=...).")
+@click.option("--task", default=None, help="Pretrain on this task's train split with the labels dropped (TAPT).")
+@click.option("--method", default="full", show_default=True, type=_MethodChoice(),
+              help="Which parameters train (full as in the papers; lora/ia3 are folded into the saved model).")
+@click.option("--model", default=None, help="Default name, HF id, model folder or .gguf (default: smollm2-135m-instruct; "
+              "minilm-l6 for the encoder).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Method, training or pretraining option (objective=mlm|clm, mlm_probability, text_field, "
+                   "dev_fraction, max_seq_len ...). Repeatable.")
+@click.option("--out", required=True, help="Folder for the pretrained model (or adapter), its config, log and checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs over the text (default 3).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Optimizer steps (overrides --epochs).")
+@click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Use a fixed subset of N texts.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Texts per micro-batch (default 16).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate (default: the method's).")
+@click.option("--seed", type=int, default=None, help="Seed (default 0).")
+@click.option("--data", default=None, help="With --task: folder of <split>.jsonl, one data file, or hf:<dataset>.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def pretrain_cmd(text, task, method, model, sets, out, resume, epochs, max_steps, train_limit, batch_size, lr, seed,
+                 data, as_json) -> None:
+    """Continue pretraining on unlabelled in-domain text (masked LM for encoders, causal LM for decoders)."""
+    from adaptlab.config import parse_sets
+    from adaptlab.report import format_table
+    from adaptlab.train import process_state
+    from adaptlab.train.pretrain import pretrain
+
+    res = pretrain(text, task, method, model, out=out, sets=parse_sets(sets), resume=resume, data=data, epochs=epochs,
+                   max_steps=max_steps, train_limit=train_limit, batch_size=batch_size, lr=lr, seed=seed)
+    if not process_state().is_main_process:
+        return
+    row = {"objective": res["objective"], "method": res["method"], "model": res["model"], "texts": res["texts"],
+           "steps": res["steps"], "tokens_seen": res["tokens_seen"], "train_seconds": res["train_seconds"],
+           "dev_loss": res["dev_per_epoch"][-1]["dev_loss"] if res["dev_per_epoch"] else None}
+    _emit(res, format_table([row]) + f"\n\n{res['result']}: {res['out']}\nnext: {res['next']}", as_json, None)
+
+
 @click.command("merge")
 @click.option("--adapter", required=True, help="A lora or ia3 adapter folder.")
 @click.option("--out", required=True, help="Folder for the merged plain Hugging Face model.")
@@ -204,6 +243,7 @@ COMMANDS: dict[str, click.Command] = {
     "tasks": tasks_cmd,
     "eval": eval_cmd,
     "tune": tune_cmd,
+    "pretrain": pretrain_cmd,
     "merge": merge_cmd,
     "compare": compare_cmd,
     "experiment": experiment_cmd,

@@ -254,3 +254,54 @@ def load_split(task: Task, split: str, data: str | None = None, limit: int | Non
     if not records:
         raise DataError(path, None, f"split {split!r} has no records")
     return records
+
+
+# --------------------------------------------------------------------------- unlabelled text
+
+
+def read_texts(path: str | Path, field: str = "text") -> list[str]:
+    """The texts of an unlabelled corpus (continued pretraining, vocabularies): a ``.txt`` file
+    (one text per non-empty line) or a ``.jsonl``/``.csv``/``.tsv`` file (the ``field`` of every
+    record, e.g. a task file's ``text``). Blank texts are skipped; a file with none is an error."""
+    path = Path(path)
+    if path.suffix == ".txt":
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise DataError(path, None, "file not found") from None
+        except IsADirectoryError:
+            raise DataError(path, None, "is a folder, expected a text file") from None
+        except OSError as e:
+            raise DataError(path, None, f"cannot read: {e.strerror}") from None
+        texts = [line.strip() for line in _decode(path, raw).split("\n")]
+    elif path.suffix in SUFFIXES:
+        texts = []
+        for line, rec in read_file(path):
+            v = rec.get(field)
+            if v is None:
+                raise DataError(path, line, f"missing field {field!r} (the text field; choose another with text_field)")
+            if not isinstance(v, str):
+                raise DataError(path, line, f"field {field!r}: expected text, got {type(v).__name__}")
+            texts.append(v.strip())
+    else:
+        raise DataError(path, None, f"unsupported file type {path.suffix or '(none)'}; use .txt, .jsonl, .csv or .tsv")
+    texts = [t for t in texts if t]
+    if not texts:
+        raise DataError(path, None, "no usable text in this file (every line is blank)")
+    return texts
+
+
+def task_texts(task: Task, examples: list[dict]) -> list[str]:
+    """A task's inputs with the labels dropped (task-adaptive pretraining): the text fields of
+    each example, joined by a newline where a schema has several."""
+    out = []
+    for ex in examples:
+        if task.schema == "classification":
+            out.append(ex["text"])
+        elif task.schema == "pair_classification":
+            out.append(f"{ex['text_a']}\n{ex['text_b']}")
+        elif task.schema == "multiple_choice":
+            out.append("\n".join([ex["question"], *ex["choices"]]))
+        else:
+            out.append(ex["question"])
+    return out

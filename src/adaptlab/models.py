@@ -245,6 +245,27 @@ def check_model_ref(name_or_path: str | None) -> None:
         raise ModelError(f"unknown model {name!r}: no such model folder")
 
 
+def kind_of_ref(name_or_path: str | None) -> str:
+    """``decoder`` or ``encoder`` for a model reference, from its config alone (no weights), so a
+    command can refuse an objective the model cannot take before anything loads or is written."""
+    check_model_ref(name_or_path)
+    name = resolve_name(name_or_path)
+    if name in DEFAULTS:
+        return DEFAULTS[name]["kind"]
+    if name.endswith(".gguf"):
+        return "decoder"
+    _quiet_transformers()
+    from transformers import AutoConfig
+
+    try:
+        return _kind_of(AutoConfig.from_pretrained(name))
+    except ModelError:
+        raise
+    except Exception as e:
+        raise ModelError(f"unknown model {name!r}: not a default name ({', '.join(DEFAULTS)}), a .gguf file, "
+                         f"a model folder, or a reachable Hugging Face id ({type(e).__name__})") from None
+
+
 def load_backbone(name_or_path: str | None = None, kind: str | None = None) -> Backbone:
     """Load a model by default name, ``.gguf`` file, local folder or Hugging Face id."""
     _quiet_transformers()

@@ -85,6 +85,7 @@ class Hooks:
     describe: Callable[[], dict] | None = None           # extra summary fields (e.g. adapter bytes)
     metric: str = "dev"                                  # the name of the evaluate score
     keep_best: bool = True                               # save only when the score improves
+    save_on_epoch: bool = True                           # False: save once, at the end
 
 
 def make_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -236,6 +237,8 @@ def train(model: nn.Module, data: list, objective, stepper, cfg: TrainConfig, ho
                 model.train(was)
         st["dev"].append({"epoch": st["epoch"], "step": st["step"], hooks.metric: metric})
         write_log({"event": "eval", "epoch": st["epoch"], "step": st["step"], "dev": metric})
+        if not hooks.save_on_epoch:
+            return
         if not hooks.keep_best or metric is None or st["best"] is None or metric > st["best"]:
             st["best"], st["best_epoch"] = metric, st["epoch"]
             st["saved"] = True
