@@ -114,16 +114,19 @@ class _MethodChoice(click.Choice):
 @click.option("--data", default=None, help="Folder of <split>.jsonl, one data file, or hf:<dataset>[:<config>].")
 @click.option("--init", "init", default=None, help="Start from this adapter's weights (same method): continued "
               "training after 'adaptlab pretrain' with that method, or a prompt from another task.")
+@click.option("--vocab", "vocab", default=None, help="An 'adaptlab vocab --extend N' folder: its new tokens train "
+              "with the method and are saved with the adapter.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def tune_cmd(task, method, model, sets, out, resume, epochs, max_steps, train_limit, batch_size, lr, seed, data,
-             init, as_json) -> None:
+             init, vocab, as_json) -> None:
     """Tune a model for a task with one method; writes a peft-layout adapter folder."""
     from adaptlab.config import parse_sets
     from adaptlab.report import format_table
     from adaptlab.train import process_state, tune
 
     res = tune(task, method, model, out=out, sets=parse_sets(sets), resume=resume, data=data, epochs=epochs,
-               max_steps=max_steps, train_limit=train_limit, batch_size=batch_size, lr=lr, seed=seed, init=init)
+               max_steps=max_steps, train_limit=train_limit, batch_size=batch_size, lr=lr, seed=seed, init=init,
+               vocab=vocab)
     if not process_state().is_main_process:      # torchrun / accelerate launch: one report, not N
         return
     row = {"task": res["task"], "method": res["method"], "model": res["model"],
@@ -170,6 +173,60 @@ def pretrain_cmd(text, task, method, model, sets, out, resume, epochs, max_steps
            "steps": res["steps"], "tokens_seen": res["tokens_seen"], "train_seconds": res["train_seconds"],
            "dev_loss": res["dev_per_epoch"][-1]["dev_loss"] if res["dev_per_epoch"] else None}
     _emit(res, format_table([row]) + f"\n\n{res['result']}: {res['out']}\nnext: {res['next']}", as_json, None)
+
+
+@click.command("vocab")
+@click.option("--text", "text", default=None, help="Domain text: a .txt file (a text per line) or .jsonl/.csv/.tsv "
+              "('text' field, or --text-field).")
+@click.option("--task", default=None, help="Or a task: its train split's inputs, labels dropped.")
+@click.option("--model", default=None, help="Whose tokenizer to start from (default: smollm2-135m-instruct).")
+@click.option("--vocab-size", type=click.IntRange(min=100), default=8000, show_default=True,
+              help="Size of the new vocabulary trained on the text.")
+@click.option("--extend", type=click.IntRange(min=1), default=None,
+              help="Add the N new whole-word tokens that save the most tokens; use the folder with tune --vocab.")
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--data", default=None, help="With --task: folder of <split>.jsonl, one data file, or hf:<dataset>.")
+@click.option("--out", required=True, help="Folder for the new tokenizer, the report (and the extension).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def vocab_cmd(text, task, model, vocab_size, extend, text_field, data, out, as_json) -> None:
+    """Train a subword vocabulary on domain text: fertility, the most fragmented words; --extend N."""
+    from pathlib import Path
+
+    from adaptlab.errors import ConfigError
+    from adaptlab.report import format_table
+
+    if (text is None) == (task is None):
+        raise ConfigError("vocab: give the text: --text FILE or --task T")
+    outp = Path(out)
+    if outp.exists() and (not outp.is_dir() or any(outp.iterdir())):
+        raise ConfigError(f"{outp}: already exists and is not an empty folder; choose another --out")
+    from adaptlab.data import load_split, read_texts, task_texts
+    from adaptlab.models import check_model_ref, load_backbone
+    from adaptlab.tasks import load_task
+
+    check_model_ref(model)
+    if text is not None:
+        texts = read_texts(text, text_field)
+    else:
+        spec = load_task(task)
+        texts = task_texts(spec, load_split(spec, "train", data))
+    from adaptlab import vocab
+
+    bb = load_backbone(model)
+    try:
+        rep = vocab.build(texts, bb, vocab_size, extend, out)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(outp, ignore_errors=True)          # nothing half-written
+        raise
+    rows = [{"tokenizer": k, "tokens_per_word": v} for k, v in rep["fertility"].items()]
+    frag = [{"word": r["word"], "count": r["count"], "base": " ".join(r["base_pieces"]),
+             "new": " ".join(r["new_pieces"])} for r in rep["most_fragmented"][:10]]
+    table = format_table(rows) + "\n\nmost fragmented under the base tokenizer:\n" + format_table(frag)
+    if extend:
+        table += f"\n\nadded {len(rep['added'])} tokens (e.g. {', '.join(rep['added'][:8])}); use: adaptlab tune --vocab {out} ..."
+    _emit(rep, table, as_json, None)
 
 
 @click.command("merge")
@@ -244,6 +301,7 @@ COMMANDS: dict[str, click.Command] = {
     "eval": eval_cmd,
     "tune": tune_cmd,
     "pretrain": pretrain_cmd,
+    "vocab": vocab_cmd,
     "merge": merge_cmd,
     "compare": compare_cmd,
     "experiment": experiment_cmd,

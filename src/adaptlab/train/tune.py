@@ -112,12 +112,34 @@ def prepare_out(outp: Path, resolved: dict, resume: bool, config_name: str, what
         raise ConfigError(f"{outp}: folder is not empty and holds no {what} run; choose another --out")
 
 
+def with_vocab(backbone, tuned, folder: str):
+    """Add the tokens of an ``adaptlab vocab --extend`` folder to ``tuned``; returns the backbone
+    with the extended tokenizer (the same model)."""
+    import dataclasses
+
+    from transformers import AutoTokenizer
+
+    from adaptlab.tuning.tokens import extend
+    from adaptlab.vocab import read_extension
+
+    spec = read_extension(folder)
+    n0 = backbone.model.get_input_embeddings().weight.shape[0]
+    if spec["base_vocab"] != n0 or len(backbone.tokenizer) != spec["tokenizer_size"]:
+        raise ConfigError(f"--vocab {folder}: made for a model with {spec['base_vocab']} embeddings and a "
+                          f"{spec['tokenizer_size']}-token tokenizer, not this one ({n0}, {len(backbone.tokenizer)})")
+    tok = AutoTokenizer.from_pretrained(folder)
+    extend(tuned, spec["ids"], spec["init"])
+    tuned.tokenizer = tok
+    return dataclasses.replace(backbone, tokenizer=tok)
+
+
 def tune(task: str, method: str, model: str | None = None, *, out: str, sets: dict | None = None,
          resume: bool = False, data: str | None = None, progress: bool = True, backbone=None,
-         init: str | None = None, **train_values) -> dict:
+         init: str | None = None, vocab: str | None = None, **train_values) -> dict:
     """The Python API behind ``adaptlab tune``: load, apply the method, train, write the adapter.
     ``train_values`` are TrainConfig fields (None: keep the default). ``init``: an adapter folder
-    of the same method whose weights the run starts from (continued training, prompt transfer)."""
+    of the same method whose weights the run starts from (continued training, prompt transfer).
+    ``vocab``: an ``adaptlab vocab --extend`` folder whose added tokens train with the method."""
     from adaptlab.config import build_config
     from adaptlab.data import load_split
     from adaptlab.errors import DataError
@@ -140,6 +162,11 @@ def tune(task: str, method: str, model: str | None = None, *, out: str, sets: di
                 "method_config": config_dict(mcfg), "train_config": config_dict(tcfg), "data": data}
     if init:
         resolved["init"] = str(Path(init).resolve())
+    if vocab:
+        from adaptlab.vocab import read_extension
+
+        read_extension(vocab)
+        resolved["vocab"] = str(Path(vocab).resolve())
     outp = Path(out)
     state = process_state()                      # under a multi-process launch: the main one writes
     prepare_out(outp, resolved, resume, "tune_config.json", "tune")
@@ -157,6 +184,8 @@ def tune(task: str, method: str, model: str | None = None, *, out: str, sets: di
     check_task(backbone, spec)
     torch.manual_seed(tcfg.seed)                      # the method's initialisation is seeded too
     tuned = apply_method(backbone, method, mcfg, spec)
+    if vocab:
+        backbone = with_vocab(backbone, tuned, vocab)
     if init:
         from adaptlab.tuning.io import init_from
 

@@ -168,6 +168,8 @@ class TunedModel(nn.Module):
         self.prompt_name: str | None = None
         self.cache_arg = cache_arg(model)               # the name the HF forward takes the KV cache under
         self._prompt_enabled = True                     # False inside disable_adapters()
+        self.token_ids: list[int] | None = None         # ids of added tokens (tuning/tokens.py), if any
+        self.tokenizer = None                           # the extended tokenizer, saved with the adapter
 
     @classmethod
     def wrap(cls, backbone, method: str, config: Any, task=None, share_weights: bool = True) -> "TunedModel":
@@ -302,7 +304,9 @@ class TunedModel(nn.Module):
 
     def owns(self, name: str) -> bool:
         """Whether tensor ``name`` is the method's (its registered prefix) or the head's."""
-        return get_method(self.method).is_own(name) or any(part.startswith(HEAD_PREFIX) for part in name.split("."))
+        parts = name.split(".")
+        return (get_method(self.method).is_own(name) or any(part.startswith(HEAD_PREFIX) for part in parts)
+                or "token_adapter" in parts)                     # new token rows (tuning/tokens.py)
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
         """Name -> tensor of what the method adds and saves (parameters and buffers under its

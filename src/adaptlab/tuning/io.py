@@ -88,6 +88,8 @@ def peft_config(tuned, base_name: str) -> dict:
          "task_type": "CAUSAL_LM" if tuned.kind == "decoder" else "FEATURE_EXTRACTION",
          "inference_mode": True}
     d.update(mod.to_peft_config(saved_config(tuned), tuned))
+    if tuned.token_ids and d.get("peft_type") == "LORA":
+        d["trainable_token_indices"] = list(tuned.token_ids)      # peft's trainable tokens (tuning/tokens.py)
     return d
 
 
@@ -109,6 +111,9 @@ def save_adapter(out, tuned, *, stats: dict | None = None, meta: dict | None = N
            "base": base, "kind": tuned.kind, "head": head,
            "task": tuned.task.to_dict() if tuned.task is not None else None,
            "stats": stats or {}, **(meta or {})}
+    if tuned.token_ids:                          # added tokens: their ids, and the tokenizer that has them
+        doc["vocab"] = {"token_ids": list(tuned.token_ids), "tokenizer_size": len(tuned.tokenizer)}
+        tuned.tokenizer.save_pretrained(out)
     atomic_write_json(out / META, doc)
     return out
 
@@ -207,11 +212,38 @@ def load_adapter(adapter_dir, model_name: str | None = None, backbone=None):
         file_state = load((d / WEIGHTS).read_bytes())
     except (SafetensorError, OSError, ValueError) as e:
         raise AdapterError(f"{d / WEIGHTS}: not a readable safetensors file ({e})") from None
+    if meta and meta.get("vocab"):                # the adapter's own tokenizer, with its added tokens
+        backbone = _with_added_tokens(d, backbone, tuned, meta["vocab"])
     from_keys = getattr(method.module, "from_file_keys", default_from_file_keys)
     state = from_keys(file_state)
     load_state(tuned, state, where=str(d / WEIGHTS))
     tuned.eval()
     return backbone, tuned
+
+
+def _with_added_tokens(d: Path, backbone, tuned, vocab: dict):
+    import dataclasses
+
+    from transformers import AutoTokenizer
+
+    from adaptlab.tuning.tokens import extend
+
+    ids = vocab.get("token_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and i >= 0 for i in ids):
+        raise AdapterError(f"{d / META}: 'vocab.token_ids' must be a list of token ids")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(d))
+    except Exception as e:
+        raise AdapterError(f"{d}: the adapter has added tokens but no readable tokenizer ({type(e).__name__})") from None
+    if len(tok) != vocab.get("tokenizer_size") or max(ids) >= len(tok):
+        raise AdapterError(f"{d}: its tokenizer has {len(tok)} tokens, the adapter was saved with "
+                           f"{vocab.get('tokenizer_size')}")
+    try:
+        extend(tuned, ids)
+    except UserError as e:
+        raise AdapterError(f"{d}: {e}") from None
+    tuned.tokenizer = tok
+    return dataclasses.replace(backbone, tokenizer=tok)
 
 
 def load_state(tuned, state: dict[str, torch.Tensor], where: str) -> None:
