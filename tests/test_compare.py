@@ -112,3 +112,34 @@ def test_compare_loads_the_base_once(tmp_path, tiny_folder, monkeypatch):
     monkeypatch.setattr(M, "load_backbone", lambda *a, **k: calls.append(a) or real(*a, **k))
     recs = compare(cfg(tiny_folder, runs="zero-shot,lora:r=2,head"), str(tmp_path / "c"))
     assert all(r["status"] == "ok" for r in recs) and len(calls) == 1
+
+
+def test_staged_runs_pretrain_and_extend_once_and_report(tmp_path, tiny_folder):
+    """tapt+ / dapt+ / vocab+ runs: each stage runs once for all its runs and seeds; its seconds count."""
+    text = tmp_path / "domain.txt"
+    text.write_text("\n".join(["the battery is excellent", "an awful boring film", "a great movie"] * 40))
+    runs = (f"tapt+lora:r=2:pt_steps=2:pt_batch_size=8,tapt+head:pt_steps=2:pt_batch_size=8,"
+            f"dapt+lora:pt_text={text}:pt_steps=2,vocab+lora:extend=3:vocab_size=400")
+    out = tmp_path / "c"
+    recs = compare(cfg(tiny_folder, runs=runs, seeds=2), str(out))
+    assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
+    by = {(r["run"], r["seed"]): r for r in recs}
+    t = by[("tapt+lora:r=2:pt_steps=2:pt_batch_size=8", 0)]
+    assert [s["stage"] for s in t["stages"]] == ["tapt"] and t["stages"][0]["result"] == "model folder"
+    assert t["train_seconds"] >= t["stages"][0]["seconds"]
+    folders = {s["folder"] for r in recs for s in r.get("stages", [])}
+    assert len(folders) == 3                       # one tapt (lora and head share it), one dapt, one vocab
+    assert sorted(p.name.split("-")[0] for p in (out / "stages").iterdir()) == ["dapt", "tapt", "vocab"]
+    v = by[("vocab+lora:extend=3:vocab_size=400", 1)]
+    assert v["stages"][0]["added"] == 3
+    md = (out / "report.md").read_text()
+    assert "tapt+lora" in md and "## Stages before tuning" in md and "whole-word tokens added" in md
+
+
+@pytest.mark.parametrize("runs, words", [
+    ("tapt+dapt+lora", "not both"), ("magic+lora", "unknown stage"), ("dapt+lora", "pt_text"),
+    ("lora:pt_steps=3", "stage option"), ("tapt+lora:pt_method=adapter", "must be adapter"),
+    ("tapt+lora:pt_method=head", "pt_method"), ("vocab+lora:extend=0", "extend")])
+def test_bad_staged_runs(runs, words):
+    with pytest.raises(ConfigError, match=words):
+        parse_runs(runs)

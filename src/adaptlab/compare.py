@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adaptlab.config import atomic_write_json, atomic_write_text, build_config, check, config_dict
+from adaptlab import stages
 from adaptlab.errors import ConfigError, UserError
 
 DEFAULT_RUNS = "zero-shot,instruction,few-shot:k=4,head,lora"
@@ -86,16 +87,19 @@ def parse_runs(text: str) -> list[RunSpec]:
         if name in STRATEGIES:
             make_strategy(name, sets)
             specs.append(RunSpec(item, name, "prompt", sets))
-        elif name in METHODS:
+        elif stages.split_name(name)[1] in METHODS:
             from adaptlab.train import TrainConfig, split_sets
 
-            mvals, tvals = split_sets(METHODS[name].Config, sets)
-            build_config(METHODS[name].Config, mvals, where=f"--runs {item}")
+            staged, method = stages.split_name(name)
+            _, rest = stages.check_run(item, staged, method, sets)
+            mvals, tvals = split_sets(METHODS[method].Config, rest)
+            build_config(METHODS[method].Config, mvals, where=f"--runs {item}")
             build_config(TrainConfig, tvals, where=f"--runs {item}")
             specs.append(RunSpec(item, name, "tune", sets))
         else:
             raise ConfigError(f"--runs: unknown run {name!r}; prompting: {', '.join(STRATEGIES)}; "
-                              f"tuning: {', '.join(METHODS)}")
+                              f"tuning: {', '.join(METHODS)} (optionally after stages: "
+                              f"{', '.join(s + '+' for s in stages.STAGES)})")
     return specs
 
 
@@ -140,29 +144,39 @@ def _run_prompt(spec: RunSpec, seed: int, backbone, task, test, pool_loader) -> 
             "train_seconds": 0.0, "config": config_dict(strategy)}
 
 
-def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig, rundir: Path) -> dict:
+def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig, rundir: Path,
+              loaded: dict) -> dict:
     from adaptlab.engine import make_lm
     from adaptlab.evaluate import evaluate
     from adaptlab.prompting import make_strategy
     from adaptlab.train import tune
     from adaptlab.tuning.io import load_adapter
 
-    sets = dict(spec.sets)
+    staged, method = stages.split_name(spec.name)
+    scfg, sets = stages.check_run(spec.label, staged, method, dict(spec.sets))
+    prep = {"backbone": backbone, "init": None, "vocab": None, "seconds": 0.0, "stages": []}
+    if staged:
+        prep = stages.prepare(staged, scfg, method, task, backbone, rundir.parent.parent / "stages", cfg.data, loaded)
+    body = prep["backbone"]
     tv = {"seed": seed, "train_limit": cfg.train_limit, "epochs": cfg.epochs, "max_steps": cfg.max_steps,
           "batch_size": cfg.batch_size, "eval_limit": cfg.eval_limit}
     for k, v in tv.items():
         sets.setdefault(k, v)
     sets = {k: v for k, v in sets.items() if v is not None}
     resume = (rundir / "tune_config.json").exists()
-    stats = tune(task.path or task.name, spec.name, out=str(rundir), sets=sets, resume=resume, data=cfg.data,
-                 backbone=backbone, progress=True)
-    _, tuned = load_adapter(rundir, backbone=backbone)      # the base in memory: no reload from disk
-    lm = make_lm(backbone, model=tuned, truncate=task.truncate)
+    stats = tune(task.path or task.name, method, out=str(rundir), sets=sets, resume=resume, data=cfg.data,
+                 backbone=body, progress=True, init=prep["init"], vocab=prep["vocab"])
+    body, tuned = load_adapter(rundir, backbone=body)      # the base in memory: no reload from disk
+    lm = make_lm(body, model=tuned, truncate=task.truncate)
     res = evaluate(lm, task, make_strategy("zero-shot"), test, model_name=backbone.name, split="test")
-    return {"metrics": res.metrics, "cost": res.cost, "trainable_params": stats["trainable_params"],
-            "adapter_bytes": stats["adapter_bytes"], "train_seconds": stats["train_seconds"],
-            "config": {"method_config": stats["method_config"], "train_config": stats["train_config"]},
-            "adapter": str(rundir), "best_dev": stats.get("best_dev")}
+    rec = {"metrics": res.metrics, "cost": res.cost, "trainable_params": stats["trainable_params"],
+           "adapter_bytes": stats["adapter_bytes"], "train_seconds": round(stats["train_seconds"] + prep["seconds"], 2),
+           "config": {"method_config": stats["method_config"], "train_config": stats["train_config"]},
+           "adapter": str(rundir), "best_dev": stats.get("best_dev")}
+    if staged:
+        rec["stages"] = prep["stages"]
+        rec["config"]["stage_config"] = prep["config"]
+    return rec
 
 
 def compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dict]:
@@ -189,6 +203,7 @@ def compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dict
         raise ConfigError(f"{outp}: folder is not empty and holds no comparison; choose another --out")
     test = load_split(task, "test", cfg.data, cfg.limit)       # bad data fails before any model loads
     pool_cache: dict = {}
+    loaded: dict = {}                                            # pretrained bodies of tapt/dapt stages
 
     def pool_loader():
         if "pool" not in pool_cache:
@@ -213,7 +228,7 @@ def compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dict
                 rec.update(_run_prompt(spec, seed, backbone, task, test, pool_loader))
             else:
                 rec.update(_run_tune(spec, seed, backbone, task, test, cfg,
-                                     outp / "runs" / f"{_safe(spec.label)}-seed{seed}"))
+                                     outp / "runs" / f"{_safe(spec.label)}-seed{seed}", loaded))
             rec["status"] = "ok"
         except UserError as e:
             rec.update(status="failed", error=str(e))

@@ -53,6 +53,8 @@ def summarize(recs: list[dict]) -> list[dict]:
     for run, rs in by_run.items():
         ok = [r for r in rs if r.get("status") == "ok"]
         row = {"run": run, "kind": rs[0]["kind"], "seeds": len(ok), "status": "ok" if len(ok) == len(rs) else "failed"}
+        if ok and ok[0].get("stages"):
+            row["stages"] = ok[0]["stages"]
         if ok:
             metric = ok[0]["metric"]
             vals = [r["metrics"][metric] for r in ok]
@@ -229,6 +231,24 @@ def verdict(rows: list[dict]) -> list[str]:
     return out
 
 
+def stage_lines(rows: list[dict]) -> list[str]:
+    """One line per distinct stage (tapt, dapt, vocab) the runs used."""
+    seen, out = set(), []
+    for r in rows:
+        for st in r.get("stages") or []:
+            if st["folder"] in seen:
+                continue
+            seen.add(st["folder"])
+            if st["stage"] == "vocab":
+                f = st.get("fertility", {})
+                out.append(f"- **vocab** ({r['run']}): {st['added']} whole-word tokens added; tokens per word "
+                           f"{f.get('base')} -> {f.get('extended')} (a new vocabulary of its own: {f.get('new')})")
+            else:
+                out.append(f"- **{st['stage']}** ({r['run']}): {st['steps']} steps of continued pretraining, "
+                           f"{st['seconds']:.0f} s; gives a {st['result']}")
+    return out
+
+
 def markdown_report(rows: list[dict], settings: dict, plots: list[str]) -> str:
     lines = [f"# adaptlab compare: {settings.get('task')} on {settings.get('model')}", ""]
     lines.append(f"Test examples: {settings.get('limit') or 'all'}; seeds: {settings.get('seeds')}; "
@@ -244,6 +264,11 @@ def markdown_report(rows: list[dict], settings: dict, plots: list[str]) -> str:
     lines.append("| " + " | ".join("---" for _ in cols) + " |")
     for r in disp:
         lines.append("| " + " | ".join(str(r.get(c, "-")) for c in cols) + " |")
+    staged = stage_lines(rows)
+    if staged:
+        lines += ["", "## Stages before tuning", "",
+                  "Run once and shared by every run and seed that names them; their seconds are in those runs' train_s.",
+                  ""] + staged
     failed = [r for r in rows if r.get("error")]
     if failed:
         lines += ["", "## Failed runs", ""]
