@@ -120,3 +120,12 @@ def shared_data_dir():
 
     d = os.environ.get("ADAPTLAB_DATA_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
     return d if Path(d, "sst2").is_dir() else None
+
+
+def run_cli(args: list[str]) -> int:
+    """``adaptlab ARGS`` in this process; returns the exit code."""
+    from adaptlab.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    return e.value.code

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from conftest import run_cli
+
 import json
 import math
 import os
@@ -182,12 +184,7 @@ def test_qa_objective_and_encoder_refusal(tiny_decoder, tiny_encoder, tmp_path):
         apply_method(tiny_encoder, "lora", {}, task)
 
 
-def _cli(args):
-    from adaptlab.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    return e.value.code
+_cli = run_cli
 
 
 def test_tune_command_end_to_end(tiny_decoder, tmp_path, capsys):

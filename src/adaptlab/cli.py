@@ -95,6 +95,24 @@ class _MethodChoice(click.Choice):
         pass
 
 
+def _loop_options(f):
+    """The training loop's options, shared by tune and pretrain (None: the TrainConfig default)."""
+    for opt in reversed([
+            click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
+            click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (default 3)."),
+            click.option("--max-steps", type=click.IntRange(min=1), default=None,
+                         help="Optimizer steps (overrides --epochs)."),
+            click.option("--train-limit", type=click.IntRange(min=1), default=None,
+                         help="Train on a fixed subset of N examples (texts)."),
+            click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                         help="Examples per micro-batch (default 16)."),
+            click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+                         help="Peak learning rate (default: the method's)."),
+            click.option("--seed", type=int, default=None, help="Seed (default 0).")]):
+        f = opt(f)
+    return f
+
+
 @click.command("tune")
 @click.option("--task", required=True, help="Built-in task name or a task YAML file.")
 @click.option("--method", required=True, type=_MethodChoice(), help="Tuning method.")
@@ -104,13 +122,7 @@ class _MethodChoice(click.Choice):
               help="Method option (r=8, alpha=16, target_modules=q_proj,v_proj ...) or training option "
                    "(grad_accum, warmup_ratio, weight_decay, max_seq_len, bf16, eval_limit ...). Repeatable.")
 @click.option("--out", required=True, help="Folder for the adapter, its configs, log and resume checkpoint.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (default 3).")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Optimizer steps (overrides --epochs).")
-@click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Train on a fixed subset of N examples.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Examples per micro-batch (default 16).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate (default: the method's).")
-@click.option("--seed", type=int, default=None, help="Seed (default 0).")
+@_loop_options
 @click.option("--data", default=None, help="Folder of <split>.jsonl, one data file, or hf:<dataset>[:<config>].")
 @click.option("--init", "init", default=None, help="Start from this adapter's weights (same method): continued "
               "training after 'adaptlab pretrain' with that method, or a prompt from another task.")
@@ -148,13 +160,7 @@ def tune_cmd(task, method, model, sets, out, resume, epochs, max_steps, train_li
               help="Method, training or pretraining option (objective=mlm|clm, mlm_probability, text_field, "
                    "dev_fraction, max_seq_len ...). Repeatable.")
 @click.option("--out", required=True, help="Folder for the pretrained model (or adapter), its config, log and checkpoint.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs over the text (default 3).")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Optimizer steps (overrides --epochs).")
-@click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Use a fixed subset of N texts.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Texts per micro-batch (default 16).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate (default: the method's).")
-@click.option("--seed", type=int, default=None, help="Seed (default 0).")
+@_loop_options
 @click.option("--data", default=None, help="With --task: folder of <split>.jsonl, one data file, or hf:<dataset>.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def pretrain_cmd(text, task, method, model, sets, out, resume, epochs, max_steps, train_limit, batch_size, lr, seed,

@@ -35,20 +35,23 @@ def _decode(path: Path, raw: bytes) -> str:
         raise DataError(path, line, f"not UTF-8 text (byte 0x{raw[e.start]:02x}); re-save the file as UTF-8") from None
 
 
-def read_file(path: str | Path) -> list[tuple[int, dict]]:
-    """``[(line_number, record), ...]`` from a .jsonl, .csv or .tsv file."""
-    path = Path(path)
-    if path.suffix not in SUFFIXES:
-        raise DataError(path, None, f"unsupported file type {path.suffix or '(none)'}; use .jsonl, .csv or .tsv")
+def _read_bytes(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise DataError(path, None, "file not found") from None
     except IsADirectoryError:
         raise DataError(path, None, "is a folder, expected a file") from None
     except OSError as e:
         raise DataError(path, None, f"cannot read: {e.strerror}") from None
-    text = _decode(path, raw)
+
+
+def read_file(path: str | Path) -> list[tuple[int, dict]]:
+    """``[(line_number, record), ...]`` from a .jsonl, .csv or .tsv file."""
+    path = Path(path)
+    if path.suffix not in SUFFIXES:
+        raise DataError(path, None, f"unsupported file type {path.suffix or '(none)'}; use .jsonl, .csv or .tsv")
+    text = _decode(path, _read_bytes(path))
     if path.suffix == ".jsonl":
         rows = []
         # split on "\n" only: str.splitlines() would also split on U+2028 inside JSON strings
@@ -265,15 +268,7 @@ def read_texts(path: str | Path, field: str = "text") -> list[str]:
     record, e.g. a task file's ``text``). Blank texts are skipped; a file with none is an error."""
     path = Path(path)
     if path.suffix == ".txt":
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise DataError(path, None, "file not found") from None
-        except IsADirectoryError:
-            raise DataError(path, None, "is a folder, expected a text file") from None
-        except OSError as e:
-            raise DataError(path, None, f"cannot read: {e.strerror}") from None
-        texts = [line.strip() for line in _decode(path, raw).split("\n")]
+        texts = [line.strip() for line in _decode(path, _read_bytes(path)).split("\n")]
     elif path.suffix in SUFFIXES:
         texts = []
         for line, rec in read_file(path):

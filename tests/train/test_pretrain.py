@@ -3,6 +3,8 @@ result (a model folder or an adapter), exact resume through the masking RNG, and
 
 from __future__ import annotations
 
+from conftest import run_cli
+
 import json
 from pathlib import Path
 
@@ -45,12 +47,7 @@ def test_masking_is_15_percent_then_80_10_10_and_never_special(tiny_encoder):
     assert abs(1 - (masked + kept) / chosen - 0.10) < 0.01
 
 
-def _cli(args):
-    from adaptlab.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    return e.value.code
+_cli = run_cli
 
 
 def test_tapt_full_on_an_encoder_gives_a_model_folder_tune_takes(tiny_encoder_folder, tmp_path, capsys):

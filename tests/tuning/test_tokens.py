@@ -3,6 +3,8 @@ frozen rows untouched, peft's trainable-tokens layout loaded by peft itself, and
 
 from __future__ import annotations
 
+from conftest import run_cli
+
 import json
 
 import pytest
@@ -84,12 +86,7 @@ def test_peft_loads_lora_with_trainable_tokens(kind, load_tiny, tiny_dirs, tmp_p
     assert len(back.tokenizer) == len(tok)
 
 
-def _cli(args):
-    from adaptlab.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    return e.value.code
+_cli = run_cli
 
 
 def test_vocab_command_and_tune_with_it(tiny_dirs, tmp_path, capsys):
