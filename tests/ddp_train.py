@@ -76,6 +76,24 @@ def matrix(out: str, models: list[str]) -> None:
                   Path(out) / f"{bb.kind}-{method}", progress=False)
             end = sum(float(v.double().sum()) for v in tuned.trainable_state().values())
             rows[f"{bb.kind} {method}"] = {"start": start, "ranks": gather_object([end])}
+        # the pretraining objectives (masked LM with its new head, causal LM) under DDP too
+        from adaptlab.train import Hooks, train
+        from adaptlab.train.objectives import CausalLM, MaskedLM
+        from adaptlab.train.pretrain import mlm_head
+        from adaptlab.train.steppers import AdamW
+
+        torch.manual_seed(0)
+        tuned = apply_method(bb, "lora", {"dropout": 0.0}, None)
+        if bb.kind == "encoder":
+            objective = MaskedLM(bb.tokenizer, mlm_head(bb, tuned)[0], 32)
+        else:
+            objective = CausalLM(bb.tokenizer, 32)
+        start = sum(float(v.double().sum()) for v in tuned.trainable_state().values())
+        texts = [ex["text"] for ex in exs] * 2
+        train(tuned, texts, objective, AdamW(5e-3), TrainConfig(epochs=1, batch_size=4, seed=1), Hooks(),
+              out=Path(out) / f"{bb.kind}-pretrain", progress=False)
+        end = sum(float(v.double().sum()) for v in tuned.trainable_state().values())
+        rows[f"{bb.kind} pretrain-{objective.name}"] = {"start": start, "ranks": gather_object([end])}
     if process_state().is_main_process:
         (Path(out) / "matrix.json").write_text(json.dumps(rows))
 

@@ -286,7 +286,8 @@ def test_every_method_trains_on_two_processes(tiny_folder, tiny_encoder_folder, 
 
     _torchrun(DDP_SCRIPT, "matrix", str(tmp_path), tiny_folder, tiny_encoder_folder)
     rows = json.loads((tmp_path / "matrix.json").read_text())
-    assert sorted(rows) == sorted(f"{k} {m}" for k in ("decoder", "encoder") for m in METHODS)
+    assert sorted(rows) == sorted([f"{k} {m}" for k in ("decoder", "encoder") for m in METHODS]
+                                  + ["decoder pretrain-clm", "encoder pretrain-mlm"])
     for name, r in rows.items():
         a, b = r["ranks"]
         assert a == b and a != r["start"], (name, r)
