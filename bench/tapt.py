@@ -6,7 +6,8 @@ Three bodies of the default encoder (minilm-l6): the shipped one; TAPT = masked-
 continued pretraining on SST-2's own train split with the labels dropped (``adaptlab pretrain
 --task sst2``); DAPT = the same on MR's sentences (another movie-review corpus, ``--text
 mr/all.jsonl``). Both pretrainings get the same budget (``--pt-steps`` steps of ``--pt-batch``
-texts). MR holds most of SST-2's validation and test sentences (SST was built from the same
+texts); ``tapt-warm`` / ``dapt-warm`` first train the new MLM head alone (``pretrain --method head``,
+``--warm-steps``) and then run the same full pretraining from that folder. MR holds most of SST-2's validation and test sentences (SST was built from the same
 Rotten Tomatoes sentences), so DAPT's corpus is MR with every sentence that matches one of them
 (letters and digits, first 30) taken out: no evaluation sentence is seen, even unlabelled. Then every ``--methods`` x body x seed is tuned on SST-2 with one budget (the
 tuning-quality bench's: ``--train-limit`` examples, ``--epochs``, batch 16, max_seq_len 64, the
@@ -55,6 +56,7 @@ def main() -> None:
     ap.add_argument("--pt-steps", type=int, default=500)
     ap.add_argument("--pt-batch", type=int, default=32)
     ap.add_argument("--pt-lr", type=float, default=None, help="default: the registry's full lr on an encoder")
+    ap.add_argument("--warm-steps", type=int, default=500, help="tapt-warm / dapt-warm: MLM-head-only steps first")
     ap.add_argument("--train-limit", type=int, default=2000)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--eval-limit", type=int, default=200)
@@ -84,19 +86,33 @@ def main() -> None:
     rows = [json.loads(x) for x in results.read_text().splitlines() if x.strip()] if results.exists() else []
     budget = {"train_limit": args.train_limit, "epochs": args.epochs, "batch_size": 16, "max_seq_len": 64,
               "pt_steps": args.pt_steps, "pt_batch": args.pt_batch}
+    if args.pt_lr is not None or any("-warm" in b for b in args.bodies.split(",")):
+        budget.update(pt_lr=args.pt_lr, warm_steps=args.warm_steps)
     done = {(r["body"], r["method"], r["seed"]) for r in rows if r.get("budget") == budget}
     task = load_task("sst2")
     sources = {"tapt": {"task": "sst2"}, "dapt": {"text": str(_mr_without_sst2_eval(data_dir, Path(args.work)))}}
+    # a body's budget also names its warm-up, so rows of another warm-up are another setting
     pt_info = {}
     if not args.table_only:
         test = load_split(task, "test")
         for body in args.bodies.split(","):
             model = "minilm-l6"
             if body != "none":
+                kind, _, warm = body.partition("-")             # "tapt-warm": the MLM head alone first
                 folder = Path(args.work) / f"{body}-{args.pt_steps}x{args.pt_batch}"
+                start = "minilm-l6"
+                if warm:
+                    start = str(Path(args.work) / f"{kind}-head-{args.warm_steps}x{args.pt_batch}")
+                    if not (Path(start) / "model.safetensors").exists():
+                        res = pretrain(**sources[kind], method="head", model="minilm-l6", out=start,
+                                       resume=(Path(start) / "pretrain_config.json").exists(),
+                                       sets={"max_seq_len": "64"}, max_steps=args.warm_steps,
+                                       batch_size=args.pt_batch)
+                        print(f"{body} warm-up (MLM head only): {res['steps']} steps, dev MLM loss "
+                              f"{res['dev_per_epoch'][-1]['dev_loss']}")
                 if not (folder / "model.safetensors").exists():
                     t0 = time.perf_counter()
-                    res = pretrain(**sources[body], method="full", model="minilm-l6", out=str(folder),
+                    res = pretrain(**sources[kind], method="full", model=start, out=str(folder),
                                    resume=(folder / "pretrain_config.json").exists(),
                                    sets={"max_seq_len": "64"}, max_steps=args.pt_steps, batch_size=args.pt_batch,
                                    lr=args.pt_lr)

@@ -167,3 +167,23 @@ def test_bad_input_one_line_exit_2_nothing_written(case, tiny_folder, tiny_encod
 
         pretrain(text=None if case == "no-source" else str(f), model=model, out=str(out),
                  sets=dict(x.split("=") for x in extra[1::2]))
+
+
+def test_head_only_warm_up_leaves_the_body_and_saves_the_head(tiny_encoder_folder, tiny_folder, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "warm"
+    assert _cli(["pretrain", "--task", "reviews", "--method", "head", "--model", tiny_encoder_folder, "--out", str(out),
+                 "--max-steps", "5", "--lr", "1e-2"]) == 0
+    capsys.readouterr()
+    base = load_file(str(Path(tiny_encoder_folder) / "model.safetensors"))
+    got = load_file(str(out / "model.safetensors"))
+    body = {k.removeprefix("bert."): v for k, v in got.items() if k.startswith("bert.")}
+    assert all(torch.equal(body[k], v) for k, v in base.items() if k in body) and len(body) >= len(base) - 2
+    assert any(k.startswith("cls.") for k in got)
+    assert _cli(["pretrain", "--task", "reviews", "--model", str(out), "--out", str(tmp_path / "full"),
+                 "--max-steps", "1"]) == 0
+    assert "no MLM head" not in capsys.readouterr().err
+    assert _cli(["pretrain", "--task", "reviews", "--method", "head", "--model", tiny_folder,
+                 "--out", str(tmp_path / "dec")]) == 2
+    assert "MLM head" in capsys.readouterr().err and not (tmp_path / "dec").exists()

@@ -11,8 +11,9 @@ tune on the task as usual. The objective is the model's own:
     decoders, causal LM:                       L = -sum_t log P(x_t | x_<t)
 
 Any tuning method supplies the trainable parameters (``full`` as in the paper, ``lora``,
-``adapter``, ...). The result:
-  * ``full`` and the mergeable methods (``lora``, ``ia3``): a plain Hugging Face model folder
+``adapter``, ...); ``head`` trains an encoder's MLM head alone (the body frozen), a warm-up for a
+checkpoint whose head is new before a ``full`` run from the folder it writes. The result:
+  * ``full``, ``head`` and the mergeable methods (``lora``, ``ia3``): a plain Hugging Face model folder
     (the adapter folded into the weights; an encoder keeps its MLM head), which ``--model DIR``
     of ``tune``, ``eval`` and ``compare`` takes;
   * other methods: their adapter folder, which ``tune --method <the same> --init DIR`` continues
@@ -176,9 +177,7 @@ def pretrain(text: str | None = None, task: str | None = None, method: str = "fu
         raise ConfigError("pretrain: give the text to pretrain on: --text FILE (domain text) or --task T "
                           "(the task's train split, labels dropped)")
     m = get_method(method)
-    if method == "head":
-        raise ConfigError("pretrain --method head: a classification head trains nothing of the language model; "
-                          "use full, lora, adapter, ...")
+    head_only = method == "head"                 # the MLM head alone, the body frozen: a warm-up for a new head
     import dataclasses
 
     mvals, rest = split_sets(m.Config, dict(sets or {}), extra_cls=(PretrainConfig,))
@@ -192,6 +191,9 @@ def pretrain(text: str | None = None, task: str | None = None, method: str = "fu
     kind = backbone.kind if backbone is not None else kind_of_ref(model)
     model_name = backbone.name if backbone is not None else resolve_name(model)
     objective_name = resolve_objective(pcfg.objective, kind, model_name)
+    if head_only and objective_name != "mlm":
+        raise ConfigError("pretrain --method head trains only an encoder's MLM head (a warm-up before full "
+                          "pretraining); a decoder's LM head is already trained: use full, lora, ...")
     if text is not None:
         texts, source = read_texts(text, pcfg.text_field), {"text": str(Path(text).resolve())}
     else:
@@ -212,7 +214,14 @@ def pretrain(text: str | None = None, task: str | None = None, method: str = "fu
     if backbone is None:
         backbone = load_backbone(model)
     torch.manual_seed(tcfg.seed)
-    tuned = apply_method(backbone, method, mcfg, None)
+    if head_only:
+        from adaptlab.tuning import TunedModel
+
+        tuned = TunedModel.wrap(backbone, "head", mcfg)
+        for p in tuned.parameters():
+            p.requires_grad_(False)
+    else:
+        tuned = apply_method(backbone, method, mcfg, None)
     tok = backbone.tokenizer
     head, note, head_attr = None, "", None
     if objective_name == "mlm":
@@ -227,7 +236,7 @@ def pretrain(text: str | None = None, task: str | None = None, method: str = "fu
         print(f"note: {note}", file=sys.stderr)
     lr = tcfg.lr if tcfg.lr is not None else m.default_lr(kind)
     resolved["lr"] = lr
-    as_model = method == "full" or m.mergeable
+    as_model = method in ("full", "head") or m.mergeable
     if state.is_main_process:
         outp.mkdir(parents=True, exist_ok=True)
         atomic_write_json(outp / CONFIG, {**resolved, "base": backbone.identity})
