@@ -86,12 +86,13 @@ def main() -> None:
     rows = [json.loads(x) for x in results.read_text().splitlines() if x.strip()] if results.exists() else []
     budget = {"train_limit": args.train_limit, "epochs": args.epochs, "batch_size": 16, "max_seq_len": 64,
               "pt_steps": args.pt_steps, "pt_batch": args.pt_batch}
-    if args.pt_lr is not None or any("-warm" in b for b in args.bodies.split(",")):
-        budget.update(pt_lr=args.pt_lr, warm_steps=args.warm_steps)
+    if args.pt_lr is not None:
+        budget["pt_lr"] = args.pt_lr
+    if any("-warm" in b for b in args.bodies.split(",")) and args.warm_steps != 500:
+        budget["warm_steps"] = args.warm_steps
     done = {(r["body"], r["method"], r["seed"]) for r in rows if r.get("budget") == budget}
     task = load_task("sst2")
     sources = {"tapt": {"task": "sst2"}, "dapt": {"text": str(_mr_without_sst2_eval(data_dir, Path(args.work)))}}
-    # a body's budget also names its warm-up, so rows of another warm-up are another setting
     pt_info = {}
     if not args.table_only:
         test = load_split(task, "test")
