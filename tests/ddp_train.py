@@ -60,6 +60,13 @@ def run(mode: str, out: str, model: str, method: str, grad_accum: int = 1) -> No
         (Path(out) / "stats.json").write_text(json.dumps(stats))
 
 
+def data_parallel(method: str, kind: str) -> bool:
+    """Gradient methods for the kinds they support (the black-box ones run in one process: their
+    population is one batched forward)."""
+    mod = METHODS[method].module
+    return getattr(mod, "gradient", True) and kind in getattr(mod, "KINDS", ("decoder", "encoder"))
+
+
 def matrix(out: str, models: list[str]) -> None:
     from accelerate.utils import gather_object
 
@@ -69,6 +76,8 @@ def matrix(out: str, models: list[str]) -> None:
     for model in models:
         bb = load_backbone(model)
         for method in METHODS:
+            if not data_parallel(method, bb.kind):
+                continue
             torch.manual_seed(0)
             tuned = apply_method(bb, method, METHOD_VALUES.get(method, {}), task)
             start = sum(float(v.double().sum()) for v in tuned.trainable_state().values())

@@ -31,3 +31,26 @@ def test_storage_writes_and_reads_back(tmp_path, tiny_decoder):
     assert res["base_plus_adapters_bytes"] == res["base_bytes"] + res["adapters_bytes"]
     assert json.loads((tmp_path / "st" / "results.json").read_text()) == res
     assert "fully tuned copies" in (tmp_path / "st" / "report.md").read_text()
+
+
+def test_black_box_preset_parses():
+    from adaptlab.compare import parse_runs
+    from adaptlab.experiments import PRESETS
+
+    names = [r.name for r in parse_runs(PRESETS["black-box"])]
+    assert names == ["bbt", "bbtv2", "bdpl", "prompt-tuning", "few-shot", "zero-shot"]
+
+
+def test_spot_transfer_report_gain_and_hit_rate(tmp_path):
+    from adaptlab.experiments import transfer_report
+
+    recs = [{"target": "a", "source": "init", "score": 0.5}, {"target": "a", "source": "b", "score": 0.6},
+            {"target": "a", "source": "c", "score": 0.4}, {"target": "b", "source": "init", "score": 0.8},
+            {"target": "b", "source": "a", "score": 0.6}, {"target": "b", "source": "c", "score": 0.9},
+            {"target": "a", "source": "pick", "picked": "b"}, {"target": "b", "source": "pick", "picked": "a"}]
+    res = transfer_report(tmp_path, recs, ["a", "b", "c"], {"model": "m"})
+    assert abs(res["gain"]["b"]["a"] - 0.2) < 1e-9 and abs(res["gain"]["c"]["b"] - 0.125) < 1e-9
+    assert res["gain"]["a"]["a"] is None and res["gain"]["a"]["c"] is None     # diagonal; target c never run
+    assert res["best"] == {"a": "b", "b": "c", "c": None} and res["hits"] == ["a"] and res["hit_rate"] == 0.5
+    md = (tmp_path / "report.md").read_text()
+    assert "+0.200" in md and "hit rate 1/2" in md and (tmp_path / "transfer.png").stat().st_size > 1000

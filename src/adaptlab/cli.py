@@ -290,7 +290,8 @@ def compare_cmd(task, model, runs, seeds, out, limit, data, train_limit, epochs,
 @click.option("--data", default=None, help="Folder of <split>.jsonl or hf:<dataset>[:<config>].")
 @click.option("--n-adapters", type=click.IntRange(min=1), default=100, show_default=True, help="storage only.")
 def experiment_cmd(name, task, model, out, seeds, limit, data, n_adapters) -> None:
-    """Presets reproducing the seeds' claims: icl-demos, icl-flipped, specialist-vs-generalist, storage."""
+    """Presets reproducing the seeds' claims: icl-demos, icl-flipped, specialist-vs-generalist, storage,
+    black-box, spot-library, spot-transfer (--task a,b,... for the spot ones)."""
     from adaptlab.experiments import run_experiment
     from adaptlab.report import COLUMNS, _display_rows, format_table, summarize
 

@@ -8,7 +8,8 @@ draws, sampling), a tuning run's seed drives initialisation and batch order. Tun
 scored with the same zero-shot scoring as prompting, so the numbers are comparable.
 
 ``DIR/results.jsonl`` gets one record per finished run x seed (written atomically, in full, after
-each one). Re-running with the same ``--out`` keeps the finished records and redoes the rest;
+each one). Re-running with the same ``--out`` keeps the finished records and redoes the rest (with
+more ``--seeds``, only the new seeds run);
 an interrupted tuning run continues from its last checkpoint. ``DIR/report.md`` and
 ``DIR/report.html`` are rebuilt from the records at the end (``report.py``).
 """
@@ -141,7 +142,8 @@ def _run_prompt(spec: RunSpec, seed: int, backbone, task, test, pool_loader) -> 
     lm = make_lm(backbone, truncate=task.truncate)
     res = evaluate(lm, task, strategy, test, model_name=backbone.name, split="test", pool=pool)
     return {"metrics": res.metrics, "cost": res.cost, "trainable_params": 0, "adapter_bytes": 0,
-            "train_seconds": 0.0, "config": config_dict(strategy)}
+            "train_seconds": 0.0, "config": config_dict(strategy), "train_calls": 0, "train_forwards": 0,
+            "train_steps": 0}
 
 
 def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig, rundir: Path,
@@ -172,7 +174,9 @@ def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig
     rec = {"metrics": res.metrics, "cost": res.cost, "trainable_params": stats["trainable_params"],
            "adapter_bytes": stats["adapter_bytes"], "train_seconds": round(stats["train_seconds"] + prep["seconds"], 2),
            "config": {"method_config": stats["method_config"], "train_config": stats["train_config"]},
-           "adapter": str(rundir), "best_dev": stats.get("best_dev")}
+           "adapter": str(rundir), "best_dev": stats.get("best_dev"),
+           "train_calls": stats.get("train_calls", 0), "train_forwards": stats.get("train_forwards", 0),
+           "train_steps": stats.get("steps", 0)}
     if staged:
         rec["stages"] = prep["stages"]
         rec["config"]["stage_config"] = prep["config"]
@@ -195,7 +199,7 @@ def compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dict
         raise ConfigError(f"{outp}: exists and is not a folder")
     if (outp / SETTINGS).exists():
         prev = json.loads((outp / SETTINGS).read_text())
-        diff = [k for k in settings if prev.get(k) != settings[k]]
+        diff = [k for k in settings if k != "seeds" and prev.get(k) != settings[k]]   # more seeds: resume
         if diff:
             raise ConfigError(f"{outp}: holds a comparison with other settings ({diff[0]}: {prev.get(diff[0])!r} "
                               f"vs {settings[diff[0]]!r}); use another --out")

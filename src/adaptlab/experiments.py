@@ -9,7 +9,16 @@
 * ``storage`` — one base model + N LoRA adapters vs N fully tuned copies, bytes on disk; the
   adapters are really written and read back (and checked equal), the base really written once.
 
-The first three are ``compare`` run lists; ``storage`` writes its own small report.
+* ``black-box`` — the gradient-free specialists against prompt tuning and prompting on a k-shot
+  set (16 per class): bbt, bbtv2, bdpl, prompt-tuning, few-shot:k=4, zero-shot, at small budgets
+  (``BLACK_BOX`` below; docs/benchmarks.md says what was run).
+* ``spot-library`` — one prompt-tuning source prompt per task (``tuning/spot.py``'s library).
+* ``spot-transfer`` — SPoT's source -> target transfer matrix: every target trained from every
+  other task's source prompt and from the usual init at the same budget; the relative gain
+  (acc_{s->t} - acc_{init->t}) / acc_{init->t} as a heat-map, and the targeted pick's hit rate
+  (is the most similar source prompt the one that transfers best?).
+
+The first three and ``black-box`` are ``compare`` run lists; the others write their own report.
 """
 
 from __future__ import annotations
@@ -36,7 +45,16 @@ PRESETS = {
                                                     for p in ("0.25", "0.5", "0.75", "1.0")]),
     "specialist-vs-generalist": DEFAULT_RUNS,
     "storage": None,
+    "spot-library": None,
+    "spot-transfer": None,
 }
+KSHOT = "shots_per_class=16:eval_limit=16:dev_every=0"
+BB = f"num_virtual_tokens=5:rows_per_generation=8:budget=320:{KSHOT}"
+PRESETS["black-box"] = ",".join([f"bbt:{BB}", f"bbtv2:{BB}",
+                                 f"bdpl:prompt_length=5:samples=4:batch_size=8:budget=320:{KSHOT}",
+                                 "prompt-tuning:num_virtual_tokens=5:max_steps=10:batch_size=8:shots_per_class=16:eval=false",
+                                 "few-shot:k=4", "zero-shot"])
+SPOT_TASKS = ("sst2", "mr", "subj", "agnews", "rte", "cola")
 
 
 def run_experiment(name: str, *, task: str | None = None, model: str | None = None, out: str | None = None,
@@ -44,7 +62,16 @@ def run_experiment(name: str, *, task: str | None = None, model: str | None = No
                    train_limit: int = 500, epochs: int = 1, max_steps: int | None = None) -> dict:
     if name not in PRESETS:
         raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(PRESETS)}")
-    task = task or ("sst2" if name.startswith("icl") else "reviews")
+    if name in ("spot-library", "spot-transfer"):
+        tasks = task.split(",") if task else list(SPOT_TASKS)
+        out = out or f"runs/experiment-{name}"
+        if name == "spot-library":
+            from adaptlab.tuning.spot import build_library
+
+            lib = build_library(tasks, model, str(Path(out) / "library"), data=data, max_steps=max_steps or 8)
+            return {"out": out, "library": {k: str(v) for k, v in lib.items()}}
+        return spot_transfer(model, tasks, out, data=data, limit=limit or 24, source_steps=max_steps or 8)
+    task = task or ("sst2" if name.startswith("icl") or name == "black-box" else "reviews")
     out = out or f"runs/experiment-{name}-{Path(task).stem}"
     if name == "storage":
         return storage(model, task, out, n=n_adapters)
@@ -125,4 +152,143 @@ def storage(model: str | None, task: str, out: str, n: int = 100, r: int = 8) ->
     atomic_write_text(outp / "report.html", "<!doctype html><meta charset='utf-8'><title>storage</title><pre>"
                       + md.replace("&", "&amp;").replace("<", "&lt;") + "</pre>")
     print(json.dumps(result, indent=2))
+    return result
+
+
+def spot_transfer(model: str | None, tasks: list[str], out: str, *, data: str | None = None, limit: int = 24,
+                  source_steps: int = 8, target_steps: int = 3, batch_size: int = 4, train_limit: int = 200,
+                  n: int = 5, seed: int = 0) -> dict:
+    """Train the library (or keep it), then every target from every other source and from the usual
+    init at the same budget; score each on the target's first ``limit`` test examples. Resumable:
+    finished pairs in ``results.jsonl`` are kept."""
+    import shutil
+
+    from adaptlab.compare import load_results
+    from adaptlab.data import load_split
+    from adaptlab.engine import make_lm
+    from adaptlab.evaluate import evaluate
+    from adaptlab.models import load_backbone
+    from adaptlab.prompting import make_strategy
+    from adaptlab.tasks import load_task
+    from adaptlab.train import TrainConfig, train_subset, tune
+    from adaptlab.tuning import make_config
+    from adaptlab.tuning.io import load_adapter
+    from adaptlab.tuning.spot import build_library, pick_source
+
+    if len(tasks) < 2:
+        raise ConfigError("spot-transfer: needs at least two tasks (--task a,b,...)")
+    specs = {t: load_task(t) for t in tasks}
+    tests = {t: load_split(specs[t], "test", data, limit) for t in tasks}    # bad data fails before any training
+    outp = Path(out)
+    backbone = load_backbone(model)
+    t0 = time.perf_counter()
+    lib = build_library(tasks, library=str(outp / "library"), backbone=backbone, data=data, train_limit=train_limit,
+                        max_steps=source_steps, batch_size=batch_size, num_virtual_tokens=n, seed=seed)
+    recs = load_results(outp)
+    done = {(r["target"], r["source"]) for r in recs}
+
+    def run_one(target: str, source: str | None) -> float:
+        rundir = outp / "runs" / f"{target}-from-{source or 'init'}"
+        shutil.rmtree(rundir, ignore_errors=True)
+        tune(target, "spot", out=str(rundir), sets={"num_virtual_tokens": n, "library": str(outp / "library")},
+             data=data, backbone=backbone, init=str(lib[source]) if source else None, train_limit=train_limit,
+             max_steps=target_steps, batch_size=batch_size, seed=seed, eval=False, progress=False)
+        _, tuned = load_adapter(rundir, backbone=backbone)
+        lm = make_lm(backbone, model=tuned, truncate=specs[target].truncate)
+        return evaluate(lm, specs[target], make_strategy("zero-shot"), tests[target]).score
+
+    from adaptlab.compare import _write_results
+
+    for target in tasks:
+        for source in [None] + [s for s in tasks if s != target]:
+            if (target, source or "init") in done:
+                continue
+            s0 = time.perf_counter()
+            score = run_one(target, source)
+            recs.append({"target": target, "source": source or "init", "score": score,
+                         "seconds": round(time.perf_counter() - s0, 1)})
+            _write_results(outp, recs)
+            print(f"  {target} <- {source or 'init'}: {score:.4f}", file=sys.stderr)
+        if (target, "pick") not in done:       # the targeted retrieval, from a probe of target_steps steps
+            cfg = make_config("spot", {"num_virtual_tokens": n, "library": str(outp / "library"),
+                                       "probe_steps": target_steps})
+            train = train_subset(load_split(specs[target], "train", data), train_limit)
+            tcfg = TrainConfig(batch_size=batch_size, seed=seed, eval=False)
+            _, ranking = pick_source(backbone, cfg, specs[target], train, tcfg, backbone.name)
+            recs.append({"target": target, "source": "pick", "picked": ranking[0]["source"], "ranking": ranking})
+            _write_results(outp, recs)
+    result = transfer_report(outp, recs, tasks, {"model": backbone.name, "limit": limit, "source_steps": source_steps,
+                                                 "target_steps": target_steps, "batch_size": batch_size,
+                                                 "train_limit": train_limit, "num_virtual_tokens": n, "seed": seed,
+                                                 "seconds": round(time.perf_counter() - t0, 1)})
+    print(json.dumps({k: v for k, v in result.items() if k != "gain"}, indent=2))
+    return result
+
+
+def transfer_report(outp: Path, recs: list[dict], tasks: list[str], settings: dict) -> dict:
+    """The relative-gain matrix (rows: sources, columns: targets), the hit rate, report.md/html + heat-map."""
+    import base64
+    import io
+
+    score = {(r["target"], r["source"]): r["score"] for r in recs if "score" in r}
+    picked = {r["target"]: r["picked"] for r in recs if r.get("source") == "pick"}
+    gain: dict[str, dict[str, float | None]] = {}
+    for s in tasks:
+        gain[s] = {}
+        for t in tasks:
+            base, v = score.get((t, "init")), score.get((t, s))
+            gain[s][t] = None if s == t or base is None or v is None else (v - base) / base if base else None
+    best = {t: max((s for s in tasks if gain[s][t] is not None), key=lambda s: gain[s][t], default=None) for t in tasks}
+    hits = [t for t in tasks if t in picked and picked[t] == best[t]]
+    hit_rate = len(hits) / max(1, sum(t in picked for t in tasks))
+    head = "| source \\ target | " + " | ".join(tasks) + " |\n| --- |" + " --- |" * len(tasks) + "\n"
+    body = "".join(f"| {s} | " + " | ".join("—" if gain[s][t] is None else f"{gain[s][t]:+.3f}" for t in tasks)
+                   + " |\n" for s in tasks)
+    base_row = "| (usual init, score) | " + " | ".join(f"{score.get((t, 'init'), float('nan')):.4f}" for t in tasks) + " |\n"
+    picks = "".join(f"| {t} | {picked.get(t, '-')} | {best[t]} | {'yes' if t in hits else 'no'} |\n" for t in tasks)
+    md = (f"# adaptlab experiment spot-transfer\n\nSettings: {json.dumps(settings)}\n\n"
+          f"Relative gain over the usual init at the same budget, (acc_s->t - acc_init->t) / acc_init->t:\n\n"
+          f"{head}{base_row}{body}\n![transfer](transfer.png)\n\n"
+          f"Targeted pick (most similar source prompt by cosine of average prompt tokens, after a probe run):"
+          f" hit rate {len(hits)}/{sum(t in picked for t in tasks)} = {hit_rate:.2f}\n\n"
+          f"| target | picked | best transfer | hit |\n| --- | --- | --- | --- |\n{picks}")
+    png = b""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        M = [[float("nan") if gain[s][t] is None else gain[s][t] for t in tasks] for s in tasks]
+        fig, ax = plt.subplots(figsize=(1.1 * len(tasks) + 2, 1.0 * len(tasks) + 1.5))
+        lim = max([abs(v) for row in M for v in row if v == v] or [1.0])
+        im = ax.imshow(M, cmap="RdBu", vmin=-lim, vmax=lim)
+        ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
+        ax.set_yticks(range(len(tasks)), tasks)
+        ax.set_xlabel("target")
+        ax.set_ylabel("source prompt")
+        for i, row in enumerate(M):
+            for j, v in enumerate(row):
+                if v == v:
+                    ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=8)
+        fig.colorbar(im, ax=ax, label="relative gain over the usual init")
+        ax.set_title("SPoT transfer")
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        png = buf.getvalue()
+    except ImportError:
+        pass
+    from adaptlab.config import atomic_write_bytes
+
+    if png:
+        atomic_write_bytes(outp / "transfer.png", png)
+    atomic_write_text(outp / "report.md", md)
+    img = f"<img alt='transfer' src='data:image/png;base64,{base64.b64encode(png).decode()}'>" if png else ""
+    atomic_write_text(outp / "report.html", "<!doctype html><meta charset='utf-8'><title>spot-transfer</title><pre>"
+                      + md.replace("&", "&amp;").replace("<", "&lt;") + "</pre>" + img)
+    result = {"out": str(outp), "gain": gain, "picked": picked, "best": best, "hit_rate": hit_rate,
+              "hits": hits, "settings": settings}
+    atomic_write_json(outp / "results.json", result)
     return result

@@ -42,7 +42,7 @@ def _numeric(s: str) -> bool:
 # --------------------------------------------------------------------------- compare reports
 
 COLUMNS = ["run", "kind", "metric", "mean", "std", "seeds", "trainable_params", "adapter_bytes", "train_s",
-           "eval_s", "calls", "tokens", "status"]
+           "train_calls", "train_forwards", "eval_s", "calls", "tokens", "status"]
 
 
 def summarize(recs: list[dict]) -> list[dict]:
@@ -65,6 +65,10 @@ def summarize(recs: list[dict]) -> list[dict]:
                 "train_s": statistics.fmean(r["train_seconds"] for r in ok),
                 "eval_s": statistics.fmean(r["cost"]["wall_seconds"] for r in ok),
                 "calls": ok[0]["cost"]["calls"],
+                # training cost in the same units for every method: model calls (rows scored; a black-box
+                # method's candidate x example) and forward passes (a gradient step's forward+backward is one)
+                "train_calls": round(statistics.fmean(r.get("train_calls", 0) for r in ok)),
+                "train_forwards": round(statistics.fmean(r.get("train_forwards", 0) for r in ok)),
                 "tokens": ok[0]["cost"]["prompt_tokens"] + ok[0]["cost"]["generated_tokens"],
             })
         if len(ok) < len(rs):
@@ -93,7 +97,7 @@ def _display_rows(rows: list[dict]) -> list[dict]:
             d["adapter_bytes"] = _human_bytes(d["adapter_bytes"])
             d["train_s"] = f"{d['train_s']:.1f}"
             d["eval_s"] = f"{d['eval_s']:.1f}"
-            for k in ("trainable_params", "calls", "tokens"):
+            for k in ("trainable_params", "calls", "tokens", "train_calls", "train_forwards"):
                 d[k] = f"{d[k]:,}"
         out.append(d)
     return out

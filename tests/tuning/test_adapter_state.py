@@ -34,6 +34,8 @@ def _hidden(model, ids):
 @pytest.mark.parametrize("method", [m for m in METHODS if m not in ("full", "head")])
 def test_disable_adapters_gives_the_base_through_the_same_object(method, kind, tiny_decoder, tiny_encoder):
     bb = tiny_decoder if kind == "decoder" else tiny_encoder
+    if kind not in getattr(METHODS[method].module, "KINDS", KINDS):
+        pytest.skip(f"{method} supports {METHODS[method].module.KINDS} only (tests/tuning/test_matrix.py checks the refusal)")
     tuned = apply_method(bb, method, {}, load_task("reviews")).eval()
     _moved(tuned)
     ids = torch.tensor([bb.tokenizer("Review: a great movie with a fine cast\nSentiment:")["input_ids"]])

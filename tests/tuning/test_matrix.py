@@ -1,5 +1,8 @@
 """One row per tuning method x backbone kind: apply -> one training step -> save -> load ->
-identical outputs. Adding a method to the registry adds its rows here."""
+identical outputs. Adding a method to the registry adds its rows here. A method that declares the
+backbone kinds it supports (``KINDS``, e.g. the black-box methods read an LM head: decoders only)
+must refuse the others with one clear error. "Something changed" is checked on what the method
+saves (``adapter_state``), so a gradient-free method's searched vector counts too."""
 
 from __future__ import annotations
 
@@ -28,17 +31,23 @@ def _outputs(tuned, ids):
 def test_apply_step_save_load(method, kind, load_tiny, tmp_path):
     from adaptlab.data import load_split
 
+    from adaptlab.errors import ConfigError
+
     task = load_task("reviews")
     bb = load_tiny(kind)
     base_state = {k: v.clone() for k, v in bb.model.state_dict().items()}
+    if kind not in getattr(METHODS[method].module, "KINDS", KINDS):
+        with pytest.raises(ConfigError, match=method):
+            apply_method(bb, method, {}, task)
+        return
     tuned = apply_method(bb, method, {}, task)
-    before = {k: v.clone() for k, v in tuned.trainable_state().items()}
-    assert before, "no trainable parameters"
+    before = {k: v.clone() for k, v in tuned.adapter_state().items()}
+    assert before and tuned.n_trainable() > 0, "no trainable parameters"
     examples = load_split(task, "train", limit=8)
     stats = train_on_task(bb, tuned, task, examples, TrainConfig(max_steps=1, batch_size=4, eval=False, lr=1e-2),
                   tmp_path / "run", progress=False)
     assert stats["steps"] == 1 and stats["trainable_params"] == tuned.n_trainable()
-    after = tuned.trainable_state()
+    after = tuned.adapter_state()
     assert any(not torch.equal(before[k], after[k]) for k in before), "one step changed nothing"
     # the user's backbone is untouched (composition, not patching)
     assert all(torch.equal(base_state[k], v) for k, v in bb.model.state_dict().items())

@@ -8,7 +8,8 @@ is posed by its template alone and the answer read off the LM,
 
 Instruction: the same, with an explicit instruction naming the label set and the output format
 placed before the input (seed 004; Mishra et al. 2022, "Cross-Task Generalization via Natural
-Language Crowdsourcing Instructions")."""
+Language Crowdsourcing Instructions"). ``text_file`` reads the instruction from a file, or from the
+``prompt.txt`` of an adapter folder (a prompt learned by ``adaptlab tune --method bdpl``)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,20 @@ class ZeroShot:
 class Instruction(ZeroShot):
     name = "instruction"
     text: str = ""                              # override the task's instruction
+    text_file: str = ""                         # ... with a file's text (a folder: its prompt.txt)
+
+    def __post_init__(self):
+        if self.text_file:
+            from pathlib import Path
+
+            from adaptlab.errors import ConfigError
+
+            p = Path(self.text_file).expanduser()
+            p = p / "prompt.txt" if p.is_dir() else p
+            try:
+                self.text = p.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConfigError(f"text_file={self.text_file}: cannot read {p} ({type(e).__name__})") from None
 
     def instruction(self, task: Task) -> str:
         if self.text:

@@ -16,6 +16,12 @@ interrupted. Runs on HF Accelerate: under ``torchrun`` or ``accelerate launch`` 
 (gloo on CPU-only machines) each process takes every N-th micro-batch (an epoch's last
 ``len(batches) % N`` are left out) and DDP averages the gradients, so a step over N processes is
 the step one process takes with ``grad_accum`` = N; the main process alone writes files.
+
+Cost: every step adds the stepper's ``cost(batches)`` (model calls, forward passes) to the run's
+``train_calls`` / ``train_forwards``, so a black-box run's budget in model calls and a gradient
+run's steps are reported in the same units. ``eval_every`` (steps) moves the dev check from the
+epoch ends to every N steps and the last step: a black-box method, whose step is one generation
+over the whole k-shot set (one epoch), checks its dev score every N generations instead.
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ class TrainConfig:
     train_limit: int | None = None
     eval_limit: int | None = 500        # dev examples scored per epoch
     eval: bool = True                   # evaluate on dev each epoch (best-checkpoint keeping)
+    eval_every: int | None = None       # steps between dev checks instead of epoch ends (and the last step)
+    shots_per_class: int | None = None  # k-shot: k train examples of every label, drawn with the run's seed
     seed: int = 0
     bf16: bool = False                  # bf16 autocast where the device supports it
     save_every: int = 100               # optimizer steps between resume checkpoints
@@ -71,6 +79,8 @@ class TrainConfig:
         check(8 <= self.max_seq_len <= 8192, f"max_seq_len={self.max_seq_len}: must be in [8, 8192]")
         check(self.train_limit is None or self.train_limit >= 1, "train_limit: must be at least 1")
         check(self.eval_limit is None or self.eval_limit >= 1, "eval_limit: must be at least 1")
+        check(self.eval_every is None or self.eval_every >= 1, "eval_every: must be at least 1")
+        check(self.shots_per_class is None or self.shots_per_class >= 1, "shots_per_class: must be at least 1")
         check(self.save_every >= 1 and self.log_every >= 1, "save_every and log_every must be at least 1")
 
 
@@ -189,6 +199,7 @@ def train(model: nn.Module, data: list, objective, stepper, cfg: TrainConfig, ho
         torch.manual_seed(cfg.seed + rank)
 
     st = {"world": world, "epoch": 0, "micro": 0, "step": 0, "tokens": 0, "seconds": 0.0, "best": None,
+          "calls": 0, "forwards": 0,
           "best_epoch": None, "dev": [], "losses": [], "metrics": {}}
     log_path = out / "log.jsonl"
     log: list[dict] = []
@@ -218,8 +229,10 @@ def train(model: nn.Module, data: list, objective, stepper, cfg: TrainConfig, ho
         accel.wait_for_everyone()
 
     def summary() -> dict:
-        return {"objective": objective.name, "trainable_params": sum(p.numel() for p in model.parameters()
-                                                                     if p.requires_grad),
+        n_tuned = model.n_trainable() if hasattr(model, "n_trainable") else \
+            sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return {"objective": objective.name, "trainable_params": n_tuned,
+                "train_calls": st["calls"], "train_forwards": st["forwards"],
                 "train_examples": len(feats), "train_seconds": round(st["seconds"], 2), "tokens_seen": st["tokens"],
                 "steps": st["step"], "epochs_done": st["epoch"], "dev_metric": hooks.metric,
                 "dev_per_epoch": st["dev"], "best_dev": st["best"], "best_epoch": st["best_epoch"],
@@ -260,6 +273,10 @@ def train(model: nn.Module, data: list, objective, stepper, cfg: TrainConfig, ho
             t0 = time.perf_counter()
             batch_group = [{k: v.to(accel.device) for k, v in objective.collate([feats[i] for i in b]).items()} for b in group]
             loss, metrics = stepper.step(accel, module, batch_group, autocast)
+            if hasattr(stepper, "cost"):
+                calls, fwd = stepper.cost(batch_group)
+                st["calls"] += int(calls) * world
+                st["forwards"] += int(fwd) * world
             st["tokens"] += sum(lengths[i] for r in ranks for b in r[span] for i in b)   # real tokens, all ranks
             st["micro"] += len(group)
             st["step"] += 1
@@ -277,11 +294,15 @@ def train(model: nn.Module, data: list, objective, stepper, cfg: TrainConfig, ho
                 hooks.on_step(st["step"], loss)
             if st["step"] >= total:
                 done = True
+            if cfg.eval_every and (st["step"] % cfg.eval_every == 0 or done):
+                evaluate_and_keep()
+            if done:
                 break
         if st["micro"] >= len(mine) or done:
             st["epoch"] += 1
             st["micro"] = 0
-            evaluate_and_keep()
+            if not cfg.eval_every:
+                evaluate_and_keep()
             checkpoint()
     bar.close()
     st["losses"] = st["losses"][-1000:]

@@ -22,6 +22,18 @@ class here; the loop does not change.
   ``DataCollatorForLanguageModeling``.
 * ``CausalLM`` (decoders; Radford et al. 2018): L = -sum_t log P(x_t | x_<t) over every real token.
 
+Two objectives serve the gradient-free methods (``tuning/bbt.py``, ``bbtv2.py``, ``bdpl.py``) and
+return one loss per *candidate* of a population, [P], not a scalar:
+
+* ``Verbalizer`` (BBT, Sun et al. 2022): the LM head at the last position read over the first
+  token of every label word, L = CE(softmax(s_y over the label words), gold) or the multi-class
+  hinge max(0, 1 + max_{j != gold} s_j - s_gold). The P candidates x B rows go through the model
+  as P*B rows (``max_rows`` rows a forward), each row with its candidate's prompt
+  (``prompt.row_candidates``); the rows are cut exactly as ``adaptlab eval`` scores them.
+* ``ScoreLoss`` (BDPL, Diao et al. 2022): the same CE, but the model is reached only through the
+  LM interface's ``score`` (any engine): each of the I sampled prompt texts is placed before the
+  task's template, as an instruction, and the I*B contexts go to one ``score`` call.
+
 Both pretraining objectives take plain text: each text is tokenized whole and cut into pieces of
 at most ``max_len`` tokens (nothing is dropped), as continued pretraining on in-domain text
 (Gururangan et al. 2020, "Don't Stop Pretraining") does.
@@ -216,3 +228,114 @@ class CausalLM(Objective):
         logits = model.lm_head(h[:, :-1][sel])                               # [N, V]
         y = ids[:, 1:][sel]
         return F.cross_entropy(logits.float(), y), {"token_accuracy": (logits.argmax(-1) == y).float().mean()}
+
+
+# --------------------------------------------------------------------------- gradient-free objectives
+
+
+def _label_losses(s: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-row loss of label scores ``s`` [R, C] against gold ``y`` [R]: CE or multi-class hinge."""
+    if kind == "hinge":
+        gold = s.gather(1, y[:, None])                                       # [R, 1]
+        other = s.masked_fill(F.one_hot(y, s.shape[1]).bool(), float("-inf")).max(1, keepdim=True).values
+        return (1.0 + other - gold).clamp(min=0).squeeze(1)
+    return F.cross_entropy(s, y, reduction="none")
+
+
+class Verbalizer(Objective):
+    name = "verbalizer"
+
+    def __init__(self, tokenizer, task, max_len: int, loss: str = "ce"):
+        super().__init__()
+        if not task.is_classification:
+            raise ConfigError(f"task {task.name} is {task.schema}: a verbalizer objective needs a classification task")
+        self.tok, self.task, self.max_len, self.kind = tokenizer, task, max_len, loss
+
+    def featurize(self, examples: list[dict]) -> list[dict]:
+        feats = []
+        for ex in examples:
+            ctx = text_path.prompt(self.task, self.tok, ex)
+            pairs = [text_path.encode_pair(self.tok, ctx, o) for o in self.task.options(ex)]
+            first = [c[0] for _, c in pairs]
+            if len(set(first)) < len(first):
+                raise ConfigError(f"task {self.task.name}: two label words start with the same token; the verbalizer "
+                                  "objective reads one token per label")
+            ids = text_path.fit_context(pairs[0][0], 1, self.max_len, self.task.truncate)
+            feats.append({"ids": ids, "options": first, "label": self.task.gold_index(ex)})
+        return feats
+
+    def collate(self, feats: list[dict]) -> dict[str, torch.Tensor]:
+        ids, mask = pad_ids(feats, _pad_id(self.tok))
+        return {"input_ids": ids, "attention_mask": mask, "options": torch.tensor([f["options"] for f in feats]),
+                "label": torch.tensor([f["label"] for f in feats])}
+
+    def loss(self, model, batch):
+        ids, mask, opts, y = batch["input_ids"], batch["attention_mask"], batch["options"], batch["label"]
+        prompt = model.prompt
+        P = prompt.population_size if prompt is not None else 1
+        B = ids.shape[0]
+        cand = torch.arange(P, device=ids.device).repeat_interleave(B)       # [P*B]: row -> candidate (candidate-major)
+        ids, mask, opts, y = ids.repeat(P, 1), mask.repeat(P, 1), opts.repeat(P, 1), y.repeat(P)   # [P*B, ...]
+        step = getattr(prompt, "max_rows", None) or P * B
+        scores = []
+        for s in range(0, P * B, step):
+            e = min(P * B, s + step)
+            if prompt is not None:
+                prompt.row_candidates = cand[s:e]
+            try:
+                h = model.body(input_ids=ids[s:e], attention_mask=mask[s:e])          # [r, L, H]
+            finally:
+                if prompt is not None:
+                    prompt.row_candidates = None
+            last = mask[s:e].sum(1) - 1                                              # right-padded: last real token
+            z = model.lm_head(h[torch.arange(e - s, device=h.device), last])         # [r, V]
+            scores.append(z.float().gather(1, opts[s:e]))                            # [r, C]
+        sc = torch.cat(scores)                                                       # [P*B, C]
+        losses = _label_losses(sc, y, self.kind).view(P, B).mean(1)                  # [P]
+        acc = (sc.argmax(1) == y).float().view(P, B).mean(1)                         # [P]
+        return losses, {"accuracy": acc.mean(), "best_accuracy": acc.max()}
+
+
+class ScoreLoss(Objective):
+    name = "score"
+
+    def __init__(self, lm, task, loss: str = "ce"):
+        super().__init__()
+        if task.schema == "qa":
+            raise ConfigError(f"task {task.name} is qa: a score objective needs options to score")
+        self.lm, self.task, self.kind = lm, task, loss
+        self.examples: list[dict] = []
+
+    def featurize(self, examples: list[dict]) -> list[dict]:
+        self.examples = list(examples)
+        return [{"i": k, "n": len(self.task.render(ex).split())} for k, ex in enumerate(self.examples)]
+
+    def length(self, feat: dict) -> int:
+        return feat["n"]
+
+    def collate(self, feats: list[dict]) -> dict[str, torch.Tensor]:
+        return {"index": torch.tensor([f["i"] for f in feats])}
+
+    def render(self, text: str, ex: dict) -> str:
+        from adaptlab.prompting.zero_shot import Instruction
+
+        return Instruction(text=text).render(self.task, ex, self.lm)
+
+    def loss(self, model, batch):
+        exs = [self.examples[int(i)] for i in batch["index"]]
+        prompt = model.prompt
+        texts = prompt.population_texts()                                            # I prompt texts
+        contexts = [self.render(t, ex) for t in texts for ex in exs]                 # [I*B], prompt-major
+        options = [self.task.options(ex) for _ in texts for ex in exs]
+        before = (self.lm.cost.calls, self.lm.cost.forwards)
+        scored = self.lm.score(contexts, options)
+        prompt.last_cost = (self.lm.cost.calls - before[0], self.lm.cost.forwards - before[1])
+        y = torch.tensor([self.task.gold_index(ex) for _ in texts for ex in exs])
+        C = max(len(o) for o in options)
+        s = torch.full((len(contexts), C), float("-inf"))
+        for r, sc in enumerate(scored):
+            s[r, : len(sc)] = torch.tensor([o.logprob for o in sc])
+        I, B = len(texts), len(exs)
+        losses = _label_losses(s, y, self.kind).view(I, B).mean(1)                   # [I]
+        acc = (s.argmax(1) == y).float().view(I, B).mean(1)
+        return losses, {"accuracy": acc.mean(), "best_accuracy": acc.max()}

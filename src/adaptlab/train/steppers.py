@@ -20,6 +20,24 @@ AdamW (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization"):
 no weight decay on biases and norms; lr_t: linear warmup over ``warmup_ratio`` of the steps,
 then linear decay to 0; gradients clipped to ``max_grad_norm``; gradient accumulation over the
 step's micro-batches (DDP syncs on the last one only).
+
+Every stepper also reports what a step cost: ``cost(batches) -> (calls, forwards)``, model calls
+(one per example row scored: for a black-box stepper one per (candidate, example), as an API
+bills) and batched forward passes (a gradient step's forward+backward counts as one forward).
+
+``CMAES`` (Hansen & Ostermeier 2001; the ``cma`` package, never a hand-written one) searches the
+vector a black-box method exposes (``tuning/bbt.py``, ``tuning/bbtv2.py``): a step is one
+generation, x_1..x_P ~ N(m, sigma^2 C); the objective scores the whole population in one batched
+forward and ``tell`` updates m, sigma, C from the ranking of the P losses. ``Reinforce`` (Williams
+1992) moves a categorical policy over discrete prompt tokens (``tuning/bdpl.py``) with the
+variance-reduced estimator of Diao et al. 2022: for I sampled prompts p_k with losses L_k,
+
+    g = 1/(I-1) sum_k (L_k - mean(L)) grad_alpha log P_alpha(p_k),     alpha <- alpha - lr g
+
+both only call the loss under ``torch.no_grad``. Their resume state is JSON: CMA-ES keeps the
+losses of every generation and a resume replays ask/tell on them (``cma`` is deterministic for a
+seed), so no pickled object is ever written; REINFORCE draws step t's samples from a generator
+seeded with (seed, t) and needs nothing beyond alpha itself.
 """
 
 from __future__ import annotations
@@ -68,6 +86,9 @@ class AdamW:
             return max(0.0, (total - step) / max(1, total - warmup))
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+
+    def cost(self, batches: list[dict]) -> tuple[int, int]:
+        return sum(len(next(iter(b.values()))) for b in batches), len(batches)
 
     def prepare(self, accel, module):
         # the scheduler is not prepared: Accelerate would step it once per process; ours counts
@@ -122,3 +143,148 @@ class AdamW:
         sched = dict(values["scheduler"])
         sched["lr_lambdas"] = [None] * len(self.optimizer.param_groups)
         self.scheduler.load_state_dict(sched)
+
+
+# --------------------------------------------------------------------------- gradient-free steppers
+
+
+def _black_box_prepare(accel, module, what: str):
+    from adaptlab.errors import ConfigError
+
+    if accel.num_processes > 1:
+        raise ConfigError(f"{what} runs in one process (the population is one batched forward); "
+                          "launch it without torchrun / accelerate launch")
+    return module.to(accel.device)
+
+
+def _loss_vector(module, batches: list[dict], autocast) -> tuple[torch.Tensor, dict]:
+    """Mean over the step's batches of the objective's per-candidate losses [P]."""
+    total, metrics = None, {}
+    cast = (lambda: torch.autocast(next(module.parameters()).device.type, dtype=autocast)) \
+        if autocast is not None else nullcontext
+    with torch.no_grad(), cast():
+        for b in batches:
+            loss, m = module(**b)
+            loss = loss.float().reshape(-1)
+            total = loss / len(batches) if total is None else total + loss / len(batches)
+            _metrics_mean(metrics, m, 1.0 / len(batches))
+    return total, metrics
+
+
+class CMAES:
+    """One generation per step over the method's search blocks (``prompt.blocks``: BBT has one,
+    z in R^d; BBTv2 one per layer, optimised in turn, ``prompt.gens_per_block`` generations each)."""
+
+    base_lr = None
+    lr = None
+
+    def __init__(self, popsize: int, sigma: float, bound: float = 0.0, seed: int = 0):
+        self.popsize, self.sigma, self.bound, self.seed = popsize, sigma, bound, seed
+        self.history: list[list] = []          # per step: [block, [P losses]] (the resume replay)
+        self.es: list = []
+        self.prompt = None
+        self.step_i = 0
+
+    def _new(self, block: int):
+        import cma
+
+        opts = {"seed": self.seed * 1000 + block + 1, "popsize": self.popsize, "verbose": -9,
+                "maxiter": 10 ** 9, "tolfun": 0, "tolx": 0, "tolflatfitness": 10 ** 9, "tolfunhist": 0,
+                "tolstagnation": 10 ** 9}
+        if self.bound > 0:
+            opts["bounds"] = [-self.bound, self.bound]
+        return cma.CMAEvolutionStrategy(self.x0[block], self.sigma, opts)
+
+    def setup(self, module, total: int) -> None:
+        self.prompt = module.model.prompt
+        self.x0 = [self.prompt.get(b).astype("float64") for b in range(self.prompt.blocks)]
+        self.es = [self._new(b) for b in range(self.prompt.blocks)]
+
+    def prepare(self, accel, module):
+        return _black_box_prepare(accel, module, "CMA-ES")
+
+    def _block(self, step: int) -> int:
+        return (step // self.prompt.gens_per_block) % self.prompt.blocks
+
+    def cost(self, batches: list[dict]) -> tuple[int, int]:
+        rows = sum(len(next(iter(b.values()))) for b in batches)
+        return self.popsize * rows, sum(self.prompt.forwards_for(self.popsize * len(next(iter(b.values()))))
+                                        for b in batches)
+
+    def step(self, accel, module, batches: list[dict], autocast=None) -> tuple[float, dict]:
+        import numpy as np
+
+        b = self._block(self.step_i)
+        es = self.es[b]
+        X = es.ask()                                                    # P x [d]
+        self.prompt.set_population(b, np.stack(X))
+        try:
+            losses, metrics = _loss_vector(module, batches, autocast)   # [P]
+        finally:
+            self.prompt.set_population(b, None)
+        f = [float(v) for v in losses.tolist()]
+        es.tell(X, f)
+        self.prompt.set(b, es.result.xbest)                             # the best candidate so far
+        self.history.append([b, f])
+        self.step_i += 1
+        metrics = {**metrics, "best_loss": float(es.result.fbest), "sigma": float(es.sigma), "block": b}
+        return float(np.mean(f)), metrics
+
+    def state(self) -> tuple[dict, dict]:
+        return {}, {"history": self.history, "x0": [x.tolist() for x in self.x0]}
+
+    def load(self, tensors: dict, values: dict) -> None:
+        """Replay ask/tell on the recorded losses: the strategies reach the exact state they had."""
+        import numpy as np
+
+        self.x0 = [np.asarray(x, dtype="float64") for x in values["x0"]]
+        self.es = [self._new(b) for b in range(self.prompt.blocks)]
+        self.history = [list(h) for h in values["history"]]
+        for b, f in self.history:
+            self.es[b].tell(self.es[b].ask(), f)
+        self.step_i = len(self.history)
+
+
+class Reinforce:
+    """REINFORCE with the mean-loss baseline over a categorical prompt policy (``prompt.alpha``)."""
+
+    lr = None
+
+    def __init__(self, lr: float, samples: int, seed: int = 0):
+        self.base_lr = self.lr = lr
+        self.samples, self.seed = samples, seed
+        self.prompt = None
+        self.step_i = 0
+
+    def setup(self, module, total: int) -> None:
+        self.prompt = module.model.prompt
+
+    def prepare(self, accel, module):
+        return _black_box_prepare(accel, module, "REINFORCE")
+
+    def cost(self, batches: list[dict]) -> tuple[int, int]:
+        return self.prompt.last_cost
+
+    def step(self, accel, module, batches: list[dict], autocast=None) -> tuple[float, dict]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.step_i)
+        ids = self.prompt.sample(self.samples, g)                       # [I, n] candidate indices
+        self.prompt.population = ids
+        try:
+            losses, metrics = _loss_vector(module, batches, autocast)   # [I]
+        finally:
+            self.prompt.population = None
+        with torch.no_grad():
+            alpha = self.prompt.alpha
+            p = torch.softmax(alpha.float(), -1)                        # [n, N]
+            onehot = torch.nn.functional.one_hot(ids, alpha.shape[1]).float()   # [I, n, N]
+            adv = (losses - losses.mean()) / max(1, self.samples - 1)   # [I]
+            grad = (adv[:, None, None] * (onehot - p[None])).sum(0)     # [n, N]: d log P / d alpha
+            alpha.sub_((self.lr * grad).to(alpha.dtype))
+        self.step_i += 1
+        return float(losses.mean()), {**metrics, "best_loss": float(losses.min())}
+
+    def state(self) -> tuple[dict, dict]:
+        return {}, {"step": self.step_i}
+
+    def load(self, tensors: dict, values: dict) -> None:
+        self.step_i = int(values["step"])

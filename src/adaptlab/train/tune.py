@@ -6,6 +6,13 @@ evaluation through the same path as ``adaptlab eval --prompt zero-shot`` at ever
 best-keeping, and writing the adapter (``tuning.io.save_adapter``). ``tune`` is the Python API
 behind the command: it checks the output folder and every option before anything loads, then
 loads, applies the method (optionally starting from another adapter's weights, ``init``), trains.
+
+A method module may bring its own pieces of the loop (the black-box methods do): ``objective(tuned,
+backbone, task, cfg)``, ``stepper(method_config, cfg, lr)`` (CMA-ES, REINFORCE instead of AdamW),
+``train_config(method_config, cfg, n_train) -> cfg`` (a budget in model calls mapped to steps,
+checked before anything is written), ``prepare_config(method_config, task, train_examples)`` (BDPL's
+candidate vocabulary from the run's own train texts) and ``pick_source(...)`` (SPoT's
+``--init best-source``). ``shots_per_class`` draws a k-shot train set with the run's seed.
 """
 
 from __future__ import annotations
@@ -51,6 +58,18 @@ def train_subset(examples: list, limit: int | None) -> list:
     return [examples[i] for i in sorted(idx[:limit])]
 
 
+def kshot(examples: list, task, k: int, seed: int) -> list:
+    """k examples of every label (fewer where a label has fewer), drawn with ``seed``; in file order."""
+    if not task.is_classification:
+        raise ConfigError(f"shots_per_class: task {task.name} is {task.schema}, it has no labels to draw from")
+    rng = random.Random(seed)
+    by: dict = {}
+    for i, ex in enumerate(examples):
+        by.setdefault(task.gold(ex), []).append(i)
+    keep = sorted(i for idx in by.values() for i in rng.sample(idx, min(k, len(idx))))
+    return [examples[i] for i in keep]
+
+
 def dev_hook(backbone, tuned, task, examples: list[dict], batch_size: int) -> Callable[[], float]:
     """The task metric on ``examples`` through the same path as ``adaptlab eval``."""
     from adaptlab.engine import make_lm
@@ -77,15 +96,22 @@ def train_on_task(backbone, tuned, task, train_examples: list[dict], cfg: TrainC
     summary (also in ``out/adaptlab.json``'s ``stats``)."""
     from adaptlab.tuning.io import adapter_bytes, save_adapter, update_stats
 
+    from adaptlab.tuning import get_method
+
     out = Path(out)
+    mod = get_method(tuned.method).module
+    if hasattr(mod, "train_config"):
+        cfg = mod.train_config(tuned.method_config, cfg, len(train_examples))
+    objective = (mod.objective(tuned, backbone, task, cfg) if hasattr(mod, "objective")
+                 else for_task(tuned, backbone.tokenizer, task, cfg.max_seq_len))
+    stepper = mod.stepper(tuned.method_config, cfg, lr) if hasattr(mod, "stepper") else adam_for(cfg, lr)
     hooks = Hooks(
         evaluate=dev_hook(backbone, tuned, task, dev_examples, max(16, cfg.batch_size))
         if dev_examples and cfg.eval else None,
         save=lambda stats: save_adapter(out, tuned, stats=stats, meta=meta),
         update=lambda stats: update_stats(out, stats),
         on_step=on_step, describe=lambda: {"adapter_bytes": adapter_bytes(tuned)}, metric=task.metric)
-    return train(tuned, train_examples, for_task(tuned, backbone.tokenizer, task, cfg.max_seq_len),
-                 adam_for(cfg, lr), cfg, hooks, out=out, resume=resume, progress=progress,
+    return train(tuned, train_examples, objective, stepper, cfg, hooks, out=out, resume=resume, progress=progress,
                  desc=f"tune {tuned.method}")
 
 
@@ -153,7 +179,10 @@ def tune(task: str, method: str, model: str | None = None, *, out: str, sets: di
     tvals.update({k: v for k, v in train_values.items() if v is not None})
     mcfg = build_config(m.Config, mvals, where=f"--method {method}")
     tcfg = build_config(TrainConfig, tvals, where="training option")
-    if init:
+    best_source = init == "best-source"
+    if best_source and not hasattr(m.module, "pick_source"):
+        raise ConfigError(f"--init best-source: only a method with a source library takes it (spot), not {method}")
+    if init and not best_source:
         from adaptlab.tuning.io import read_adapter
 
         read_adapter(init)
@@ -161,7 +190,7 @@ def tune(task: str, method: str, model: str | None = None, *, out: str, sets: di
     resolved = {"task": spec.name, "task_spec": spec.to_dict(), "method": method, "model": model_name,
                 "method_config": config_dict(mcfg), "train_config": config_dict(tcfg), "data": data}
     if init:
-        resolved["init"] = str(Path(init).resolve())
+        resolved["init"] = init if best_source else str(Path(init).resolve())
     if vocab:
         from adaptlab.vocab import read_extension
 
@@ -170,7 +199,13 @@ def tune(task: str, method: str, model: str | None = None, *, out: str, sets: di
     outp = Path(out)
     state = process_state()                      # under a multi-process launch: the main one writes
     prepare_out(outp, resolved, resume, "tune_config.json", "tune")
-    train_ex = train_subset(load_split(spec, "train", data), tcfg.train_limit)
+    train_ex = load_split(spec, "train", data)
+    train_ex = (kshot(train_ex, spec, tcfg.shots_per_class, tcfg.seed) if tcfg.shots_per_class
+                else train_subset(train_ex, tcfg.train_limit))
+    if hasattr(m.module, "train_config"):              # a bad budget fails here, before anything is written
+        m.module.train_config(mcfg, tcfg, len(train_ex))
+    if hasattr(m.module, "prepare_config"):
+        mcfg = m.module.prepare_config(mcfg, spec, train_ex)
     dev_ex = None
     if tcfg.eval:
         try:
@@ -186,6 +221,9 @@ def tune(task: str, method: str, model: str | None = None, *, out: str, sets: di
     tuned = apply_method(backbone, method, mcfg, spec)
     if vocab:
         backbone = with_vocab(backbone, tuned, vocab)
+    if best_source:
+        init, ranking = m.module.pick_source(backbone, mcfg, spec, train_ex, tcfg, model_name)
+        resolved["init_pick"] = {"adapter": init, "ranking": ranking}
     if init:
         from adaptlab.tuning.io import init_from
 

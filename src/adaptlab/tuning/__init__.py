@@ -340,7 +340,13 @@ class TunedModel(nn.Module):
             self._prompt_enabled = before[1]
 
     def n_trainable(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        """What training moves: the ``requires_grad`` parameters, and for a gradient-free method
+        (``gradient = False``: BBT's z, BDPL's policy) the tensors it saves and searches."""
+        n = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        if not getattr(get_method(self.method).module, "gradient", True):
+            n += sum(v.numel() for k, v in self.adapter_state().items()
+                     if not any(x.startswith(HEAD_PREFIX) for x in k.split(".")))
+        return n
 
 
 def make_head(tuned: TunedModel, task, cfg: HeadConfig | None = None) -> None:
@@ -499,3 +505,8 @@ register("prefix", "prefix", prefix="prefix_", peft_type="PREFIX_TUNING", lr=1e-
 register("prompt-tuning", "prompt_tuning", prefix="prompt_", peft_type="PROMPT_TUNING", lr=3e-2, about="Lester et al. 2021")
 register("p-tuning", "p_tuning", prefix="p_tuning_", peft_type="P_TUNING", lr=1e-3, encoder_lr=1e-2, about="Liu et al. 2021")
 register("p-tuning-v2", "p_tuning_v2", prefix="deep_prompt_", peft_type="ADAPTLAB_P_TUNING_V2", lr=1e-2, about="Liu et al. 2022")
+# gradient-free (black-box) methods: lr is unused by CMA-ES (bbt, bbtv2); REINFORCE's step size for bdpl
+register("bbt", "bbt", prefix="bbt_", peft_type="PROMPT_TUNING", lr=1.0, about="Sun et al. 2022 (ICML)")
+register("bbtv2", "bbtv2", prefix="bbtv2_", peft_type="ADAPTLAB_BBTV2", lr=1.0, about="Sun et al. 2022 (EMNLP)")
+register("bdpl", "bdpl", prefix="bdpl_", peft_type="ADAPTLAB_BDPL", lr=5.0, about="Diao et al. 2022")
+register("spot", "spot", prefix="prompt_", peft_type="PROMPT_TUNING", lr=3e-2, about="Vu et al. 2022")

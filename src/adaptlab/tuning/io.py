@@ -103,12 +103,21 @@ def save_adapter(out, tuned, *, stats: dict | None = None, meta: dict | None = N
     tensors = {k: v.detach().cpu().contiguous() for k, v in _file_state(tuned).items()}
     atomic_write_bytes(out / WEIGHTS, save(tensors, metadata={"format": "pt"}))
     atomic_write_json(out / CONFIG, peft_config(tuned, base.get("name", "")))
+    from adaptlab.config import atomic_write_text
+    from adaptlab.tuning import get_method as _gm
+
+    for name, text in (getattr(_gm(tuned.method).module, "extra_files", lambda t: {})(tuned)).items():
+        atomic_write_text(out / name, text)            # readable companions (BDPL's prompt.txt)
     head = None
     if tuned.head is not None:
         head = {"pooling": tuned.head.pooling, "n_labels": tuned.head.linear.out_features,
                 "dropout": tuned.head.dropout.p}
+    from adaptlab.tuning import get_method
+
+    mod = get_method(tuned.method).module
+    extra = {"method_state": mod.saved_meta(tuned)} if hasattr(mod, "saved_meta") else {}
     doc = {"format": FORMAT, "method": tuned.method, "config": config_dict(saved_config(tuned)),
-           "base": base, "kind": tuned.kind, "head": head,
+           "base": base, "kind": tuned.kind, "head": head, **extra,
            "task": tuned.task.to_dict() if tuned.task is not None else None,
            "stats": stats or {}, **(meta or {})}
     if tuned.token_ids:                          # added tokens: their ids, and the tokenizer that has them
@@ -319,14 +328,24 @@ def init_from(tuned, adapter_dir) -> None:
         method = get_method(meta["method"]) if meta and meta.get("method") else method_for_peft_type(str(cfg["peft_type"]))
     except UserError as e:
         raise AdapterError(f"{d}: {e}") from None
-    if method.name != tuned.method:
-        raise AdapterError(f"{d}: an initial adapter must be of the method being tuned ({tuned.method}); "
+    accepted = getattr(get_method(tuned.method).module, "init_methods", (tuned.method,))
+    if method.name not in accepted:
+        raise AdapterError(f"{d}: an initial adapter must be of the method being tuned ({', '.join(accepted)}); "
                            f"this one is {method.name}")
+    base = (meta or {}).get("base") or {}
+    have = tuned.base_identity or {}
+    for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "fingerprint"):
+        if base.get(key) is not None and have.get(key) is not None and base.get(key) != have.get(key):
+            raise AdapterError(f"{d}: an initial adapter must come from the same base model; this one was trained on "
+                               f"{base.get('name')!r} ({key}={base.get(key)}), not {have.get('name')!r} "
+                               f"({key}={have.get(key)})")
     try:
         file_state = load((d / WEIGHTS).read_bytes())
     except (SafetensorError, OSError, ValueError) as e:
         raise AdapterError(f"{d / WEIGHTS}: not a readable safetensors file ({e})") from None
     from_keys = getattr(method.module, "from_file_keys", default_from_file_keys)
+    if method.name != tuned.method:                 # another method of the same file layout (SPoT <- prompt tuning)
+        from_keys = getattr(get_method(tuned.method).module, "from_file_keys", default_from_file_keys)
 
     def is_head(n: str) -> bool:
         return any(part.startswith(HEAD_PREFIX) for part in n.split("."))
