@@ -103,6 +103,113 @@ ROWS = [
 ]
 
 
+# --------------------------------------------------------------------------- Reliability II (issue 25)
+TASK_HEAD = "name: t\nschema: classification\nlabels: [negative, positive]\n"
+
+
+def _task(work, body, name="t.yaml"):
+    return ["eval", "--task", _data(work, name, body)]
+
+
+def _link(work, name, target="/dev/zero"):
+    p = work / name
+    p.symlink_to(target)
+    return str(p)
+
+
+def _adapter_edit(assets, work, how):
+    """An adapter folder copy with one untrusted part changed."""
+    import json
+
+    d = Path(_adapter_variant(assets, work, "ok"))
+    w = d / "adapter_model.safetensors"
+    meta = d / "adaptlab.json"
+    if how in ("config_devzero", "weights_devzero"):
+        f = d / ("adapter_config.json" if how == "config_devzero" else "adapter_model.safetensors")
+        f.unlink()
+        f.symlink_to("/dev/zero")
+    elif how in ("nan", "huge"):
+        from safetensors.torch import load_file, save_file
+
+        t = load_file(w)
+        k = sorted(t)[0]
+        t[k] = t[k].clone().fill_(float("nan") if how == "nan" else 1e30)
+        save_file(t, w)
+    elif how == "meta_deep":
+        meta.write_text('{"method": ' + "[" * 100000 + "]" * 100000 + "}")
+    elif how == "meta_long_int":
+        meta.write_text('{"method": "lora", "format": ' + "9" * 5000 + "}")
+    elif how == "meta_labels":
+        doc = json.loads(meta.read_text())
+        doc["task"]["labels"] = [["negative"], {"p": 1}]
+        meta.write_text(json.dumps(doc))
+    elif how == "meta_method_list":
+        doc = json.loads(meta.read_text())
+        doc["method"] = ["lora"]
+        meta.write_text(json.dumps(doc))
+    return str(d)
+
+
+def _folder(work, name):
+    (work / name).mkdir()
+    return str(work / name)
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+TUNE = ["tune", "--task", "reviews", "--method", "lora"]
+
+ROWS_II = [
+    # task templates are checked when the YAML is read: plain {field} only
+    ("task-template-attribute", lambda a, w: _task(w, TASK_HEAD + "template: 'R: {text.__class__}'\n"), "not a plain field name"),
+    ("task-template-nested-spec", lambda a, w: _task(w, TASK_HEAD + "template: 'R: {text:{text.__class__}}'\n"), "format spec"),
+    ("task-template-bad-spec", lambda a, w: _task(w, TASK_HEAD + "template: 'R: {text:%}'\n"), "format spec"),
+    ("task-template-conversion", lambda a, w: _task(w, TASK_HEAD + "template: 'R: {text!z}'\n"), "conversion"),
+    ("task-template-width-bomb", lambda a, w: _task(w, TASK_HEAD + "template: 'R: {text:>1000000000}'\n"), "format spec"),
+    ("task-target-spec", lambda a, w: _task(w, TASK_HEAD + "template: 'R: {text}'\ntarget: ' {answer:d}'\n"), "format spec"),
+    # task names are names, not paths; packages are the package's own data
+    ("task-name-dotdot", lambda a, w: _task(w, "name: '..'\nschema: classification\nlabels: [a, b]\ntemplate: '{text}'\n"), "not a path"),
+    ("task-package-path", lambda a, w: _task(w, TASK_HEAD + "template: '{text}'\nsource: {package: /etc}\n"), "source.package"),
+    # non-hashable / odd values
+    ("task-labels-unhashable", lambda a, w: _task(w, "name: t\nschema: classification\nlabels: [[a], b]\ntemplate: '{text}'\n"), "labels: expected a list of texts"),
+    ("task-yaml-unhashable-key", lambda a, w: _task(w, TASK_HEAD + "template: '{text}'\nverbalizer: {[a]: x}\n"), "a key must be a plain value"),
+    ("task-shuffle-seed-huge", lambda a, w: _task(w, TASK_HEAD + "template: '{text}'\nshuffle_seed: " + str(2**70) + "\n"), "shuffle_seed"),
+    ("task-lone-surrogate", lambda a, w: _task(w, TASK_HEAD + 'template: "{text}"\ninstruction: "\\ud800"\n'), "not valid Unicode"),
+    # resource bombs
+    ("task-yaml-alias-bomb", lambda a, w: ["tune", "--task", _data(w, "b.yaml", TASK_HEAD + "template: '{text}'\nsource:\n  fields:\n" + "".join("    " + line + "\n" for line in BOMB.splitlines())), "--method", "lora", "--model", str(a / "tiny"), "--out", str(w / "o")], "expands to over"),
+    ("task-file-dev-zero", lambda a, w: ["eval", "--task", _link(w, "z.yaml")], "character device"),
+    ("data-dev-zero", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--data", _link(w, "z.jsonl")], "character device"),
+    ("data-record-too-big", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--data", _data(w, "big.jsonl", '{"text": "' + "a" * (5 << 20) + '", "label": "positive"}\n')], "big.jsonl:1: record is over the limit max_record_bytes"),
+    ("data-field-too-long", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--data", _data(w, "long.jsonl", '{"text": "' + "a" * 1_500_000 + '", "label": "positive"}\n')], "long.jsonl:1: field 'text' is 1500000 characters"),
+    # JSON and number edges
+    ("data-long-integer", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--data", _data(w, "i.jsonl", '{"text": "a", "label": ' + "9" * 5000 + "}\n")], "i.jsonl:1: bad JSON"),
+    ("data-deep-nesting", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--data", _data(w, "n.jsonl", '{"text": ' + "[" * 100000 + "]" * 100000 + "}\n")], "n.jsonl:1: bad JSON: nested too deeply"),
+    ("data-lone-surrogate", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--data", _data(w, "s.jsonl", '{"text": "bad \\ud800 text", "label": "positive"}\n')], "s.jsonl:1: field 'text': not valid Unicode"),
+    ("cli-seed-beyond-64-bits", lambda a, w: EVAL + ["--seed", str(2**70)], "--seed"),
+    ("tune-seed-beyond-64-bits", lambda a, w: TUNE + ["--set", f"seed={2**70}", "--model", str(a / "tiny"), "--out", str(w / "o")], "seed="),
+    # non-finite settings and tensors
+    ("cli-set-nan-temperature", lambda a, w: EVAL + ["--prompt", "self-consistency", "--set", "temperature=nan"], "temperature='nan': must be a finite number"),
+    ("cli-set-inf-alpha", lambda a, w: TUNE + ["--set", "alpha=inf", "--model", str(a / "tiny"), "--out", str(w / "o")], "alpha='inf': must be a finite number"),
+    ("adapter-nan-tensor", lambda a, w: EVAL + ["--adapter", _adapter_edit(a, w, "nan")], "non-finite values"),
+    ("adapter-huge-tensor", lambda a, w: EVAL + ["--adapter", _adapter_edit(a, w, "huge")], "max_abs_weight"),
+    # untrusted adapter files
+    ("adapter-config-dev-zero", lambda a, w: EVAL + ["--adapter", _adapter_edit(a, w, "config_devzero")], "not a regular file (/dev/zero)"),
+    ("adapter-weights-dev-zero", lambda a, w: EVAL + ["--adapter", _adapter_edit(a, w, "weights_devzero")], "not a regular file (/dev/zero)"),
+    ("adapter-meta-deep-json", lambda a, w: EVAL + ["--adapter", _adapter_edit(a, w, "meta_deep")], "nested too deeply"),
+    ("adapter-meta-long-integer", lambda a, w: EVAL + ["--adapter", _adapter_edit(a, w, "meta_long_int")], "not readable JSON"),
+    ("adapter-meta-unhashable-labels", lambda a, w: EVAL + ["--adapter", _adapter_edit(a, w, "meta_labels")], "labels: expected a list of texts"),
+    ("adapter-meta-method-list", lambda a, w: EVAL + ["--adapter", _adapter_edit(a, w, "meta_method_list")], "'method' must be text"),
+    # output places, checked before the work starts
+    ("eval-out-is-folder", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--out", _folder(w, "res")], "is a folder; give a file name"),
+    ("eval-out-under-file", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--out", _data(w, "f.txt", "x") + "/r.json"], "is a file, not a folder"),
+    ("eval-out-unwritable", lambda a, w: EVAL + ["--model", str(a / "tiny"), "--out", "/proc/adaptlab-nowhere/r.json"], "cannot write in /proc"),
+    ("tune-out-is-file", lambda a, w: TUNE + ["--model", str(a / "tiny"), "--out", _data(w, "o.txt", "x")], "exists and is not a folder"),
+    ("tune-out-under-file", lambda a, w: TUNE + ["--model", str(a / "tiny"), "--out", _data(w, "o.txt", "x") + "/run"], "is a file, not a folder"),
+    ("merge-out-under-file", lambda a, w: ["merge", "--adapter", str(a / "lora"), "--out", _data(w, "m.txt", "x") + "/m"], "is a file, not a folder"),
+]
+ROWS += ROWS_II
+
+
 def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
@@ -133,3 +240,4 @@ def test_bad_input(row, assets, tmp_path, monkeypatch, capsys):
 
 def test_catalog_is_big_enough():
     assert len(ROWS) >= 25
+    assert len(ROWS_II) >= 25

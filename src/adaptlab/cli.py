@@ -11,16 +11,24 @@ import click
 from adaptlab.errors import UserError
 
 
+SEED = click.IntRange(min=0, max=2**63 - 1)     # what every RNG we seed takes
+
+
 def _emit(doc: dict, table: str, as_json: bool, out: str | None) -> None:
+    """Print the result, then write ``out``: a write that fails at the last step (a full disk, a
+    place gone read-only) loses nothing, the result is on the screen and one line says so."""
     from adaptlab.config import atomic_write_json
 
-    if out:
-        atomic_write_json(out, doc)
     if as_json:
         click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
         click.echo(table)
-        if out:
+    if out:
+        try:
+            atomic_write_json(out, doc)
+        except OSError as e:
+            raise UserError(f"{out}: could not write the result ({e.strerror or e}); it is printed above") from None
+        if not as_json:
             click.echo(f"\nwrote {out}")
 
 
@@ -57,7 +65,7 @@ def tasks_cmd(as_json: bool) -> None:
 @click.option("--data", default=None, help="Folder of <split>.jsonl, one data file, or hf:<dataset>[:<config>].")
 @click.option("--split", default="test", show_default=True, help="Split role (train/dev/test) or split name.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate the first N examples.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Inputs per forward (generation, and scoring without shared demonstrations; "
                    "inputs after shared demonstrations are packed, ~512 tokens a forward).")
@@ -67,8 +75,11 @@ def eval_cmd(task, model, adapter, prompt, sets, data, split, limit, seed, batch
     """Evaluate a model (optionally with an adapter) on a task with a prompting strategy."""
     from adaptlab.config import parse_sets
     from adaptlab.evaluate import run
+    from adaptlab.outputs import check_place
     from adaptlab.report import format_table
 
+    if out:
+        check_place(out, "file")                 # before the evaluation, not after it
     res = run(task, model, adapter=adapter, prompt=prompt, sets=parse_sets(sets), data=data, split=split,
               limit=limit, seed=seed, batch_size=batch_size)
     row = {"task": res.task, "model": res.model, "prompt": res.strategy, "split": res.split,
@@ -108,7 +119,7 @@ def _loop_options(f):
                          help="Examples per micro-batch (default 16)."),
             click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
                          help="Peak learning rate (default: the method's)."),
-            click.option("--seed", type=int, default=None, help="Seed (default 0).")]):
+            click.option("--seed", type=SEED, default=None, help="Seed (default 0).")]):
         f = opt(f)
     return f
 
@@ -337,4 +348,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as e:
+        import errno
+
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EMFILE):
+            raise
+        click.echo(f"error: {e.filename or 'a file'}: could not write ({e.strerror})", err=True)
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)

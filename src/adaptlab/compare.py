@@ -184,9 +184,18 @@ def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig
 
 
 def compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dict]:
-    """Run every run x seed not yet in ``out/results.jsonl``; write the report; return the records."""
+    """Run every run x seed not yet in ``out/results.jsonl``; write the report; return the records.
+    ``out`` is locked for the comparison: a second ``compare`` on it is refused while this one runs."""
+    from adaptlab.outputs import claim_folder
+
+    with claim_folder(out):
+        return _compare(cfg, out, progress=progress)
+
+
+def _compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dict]:
     from adaptlab.data import load_split
     from adaptlab.models import load_backbone, resolve_name
+    from adaptlab.outputs import holds_files
     from adaptlab.report import write_report
     from adaptlab.tasks import load_task
 
@@ -203,7 +212,7 @@ def compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dict
         if diff:
             raise ConfigError(f"{outp}: holds a comparison with other settings ({diff[0]}: {prev.get(diff[0])!r} "
                               f"vs {settings[diff[0]]!r}); use another --out")
-    elif outp.is_dir() and any(outp.iterdir()):
+    elif holds_files(outp):
         raise ConfigError(f"{outp}: folder is not empty and holds no comparison; choose another --out")
     test = load_split(task, "test", cfg.data, cfg.limit)       # bad data fails before any model loads
     pool_cache: dict = {}

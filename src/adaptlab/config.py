@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
 import types
@@ -77,9 +78,12 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{name}={value!r}: expected a number")
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            out = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{name}={value!r}: expected a number") from None
+        if not math.isfinite(out):                  # nan / inf: every setting is a finite number
+            raise ConfigError(f"{name}={value!r}: must be a finite number")
+        return out
     if typ is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{name}={value!r}: expected text")
@@ -136,6 +140,12 @@ def _construct_mapping(loader, node, deep=False):
     seen = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be a plain value, not a {type(key).__name__}", key_node.start_mark
+            ) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark

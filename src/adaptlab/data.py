@@ -9,13 +9,13 @@ benchmark data (see ``tasks.SCHEMAS``); every bad record raises ``DataError(path
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import random
 from pathlib import Path
 from typing import Any
 
+from adaptlab import untrusted
 from adaptlab.errors import DataError
 from adaptlab.tasks import DATA_DIR, LETTERS, SCHEMAS, Task, parse_split
 
@@ -25,54 +25,58 @@ SUFFIXES = (".jsonl", ".csv", ".tsv")
 # --------------------------------------------------------------------------- raw readers
 
 
-def _decode(path: Path, raw: bytes) -> str:
-    if not raw.strip():
-        raise DataError(path, None, "file is empty")
+def _decode_line(path: Path, i: int, raw: bytes) -> str:
     try:
-        return raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig" if i == 1 else "utf-8")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(path, line, f"not UTF-8 text (byte 0x{raw[e.start]:02x}); re-save the file as UTF-8") from None
+        raise DataError(path, i, f"not UTF-8 text (byte 0x{raw[e.start]:02x}); re-save the file as UTF-8") from None
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(path, None, "file not found") from None
-    except IsADirectoryError:
-        raise DataError(path, None, "is a folder, expected a file") from None
-    except OSError as e:
-        raise DataError(path, None, f"cannot read: {e.strerror}") from None
+def _lines(path: Path):
+    """``(line_number, text)`` of a regular file, streamed: a record over ``max_record_bytes``
+    is refused with its line number before it is held (``untrusted.iter_lines``)."""
+    with untrusted.open_regular(path, lambda why: DataError(path, None, why)) as f:
+        seen = False
+        for i, raw in untrusted.iter_lines(f, lambda line, why: DataError(path, line, why)):
+            if raw.strip():
+                seen = True
+            yield i, _decode_line(path, i, raw)
+        if not seen:
+            raise DataError(path, None, "file is empty")
 
 
-def read_file(path: str | Path) -> list[tuple[int, dict]]:
-    """``[(line_number, record), ...]`` from a .jsonl, .csv or .tsv file."""
+def iter_file(path: str | Path):
+    """``(line_number, record)`` from a .jsonl, .csv or .tsv file, read as it is consumed (so
+    ``--limit 10`` of a million-row file reads ten rows)."""
     path = Path(path)
     if path.suffix not in SUFFIXES:
         raise DataError(path, None, f"unsupported file type {path.suffix or '(none)'}; use .jsonl, .csv or .tsv")
-    text = _decode(path, _read_bytes(path))
     if path.suffix == ".jsonl":
-        rows = []
-        # split on "\n" only: str.splitlines() would also split on U+2028 inside JSON strings
-        for i, line in enumerate(text.split("\n"), 1):
-            line = line.rstrip("\r")
+        # lines end at "\n" only: str.splitlines() would also split on U+2028 inside JSON strings
+        for i, line in _lines(path):
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
+            except RecursionError:
+                raise DataError(path, i, "bad JSON: nested too deeply") from None
             except json.JSONDecodeError as e:
                 raise DataError(path, i, f"bad JSON: {e.msg} (column {e.colno})") from None
+            except ValueError as e:          # an integer of over 4300 digits
+                raise DataError(path, i, f"bad JSON: {str(e).splitlines()[0][:100]}") from None
             if not isinstance(rec, dict):
                 raise DataError(path, i, f"expected a JSON object, got {type(rec).__name__}")
-            rows.append((i, rec))
-        return rows
+            yield i, rec
+        return
     delim = "\t" if path.suffix == ".tsv" else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
+    text = (line + "\n" for _, line in _lines(path))
+    reader = csv.reader(text, delimiter=delim)
     try:
         header = next(reader)
     except StopIteration:
         raise DataError(path, None, "file is empty") from None
+    except csv.Error as e:
+        raise DataError(path, 1, f"bad {path.suffix[1:].upper()}: {e}") from None
     header = [h.strip() for h in header]
     seen = set()
     for h in header:
@@ -81,17 +85,20 @@ def read_file(path: str | Path) -> list[tuple[int, dict]]:
         if h in seen:
             raise DataError(path, 1, f"duplicate column {h!r} in header")
         seen.add(h)
-    rows = []
     try:
         for fields in reader:
             if not any(f.strip() for f in fields):
                 continue
             if len(fields) != len(header):
                 raise DataError(path, reader.line_num, f"{len(fields)} fields, header has {len(header)}")
-            rows.append((reader.line_num, dict(zip(header, fields))))
+            yield reader.line_num, dict(zip(header, fields))
     except csv.Error as e:
         raise DataError(path, reader.line_num, f"bad {path.suffix[1:].upper()}: {e}") from None
-    return rows
+
+
+def read_file(path: str | Path) -> list[tuple[int, dict]]:
+    """``[(line_number, record), ...]`` from a .jsonl, .csv or .tsv file."""
+    return list(iter_file(path))
 
 
 # --------------------------------------------------------------------------- schema checks
@@ -105,6 +112,18 @@ def _text(rec: dict, key: str, path, line) -> str:
         raise DataError(path, line, f"field {key!r}: expected text, got {type(v).__name__}")
     if not v.strip():
         raise DataError(path, line, f"field {key!r} is empty")
+    return _checked(v, key, path, line)
+
+
+def _checked(v: str, key: str, path, line) -> str:
+    """A text field within ``max_field_chars`` and valid Unicode (JSON can spell a lone surrogate)."""
+    cap = untrusted.limits().max_field_chars
+    if len(v) > cap:
+        raise DataError(path, line, f"field {key!r} is {len(v)} characters, over the limit max_field_chars={cap} "
+                                    f"(raise it with ADAPTLAB_LIMITS=max_field_chars=N)")
+    bad = untrusted.find_unencodable(v)
+    if bad is not None:
+        raise DataError(path, line, f"field {key!r}: not valid Unicode text ({bad})")
     return v
 
 
@@ -129,9 +148,13 @@ def normalize(task: Task, rec: dict, path, line) -> dict:
         ans = rec["answer"]
         if isinstance(ans, bool) or not isinstance(ans, (str, int, float)):
             raise DataError(path, line, f"field 'answer': expected text or a number, got {type(ans).__name__}")
-        out["answer"] = str(ans)
+        if isinstance(ans, float) and ans != ans or ans in (float("inf"), float("-inf")):
+            raise DataError(path, line, f"field 'answer': {ans} is not a number an answer can be")
+        out["answer"] = _checked(str(ans), "answer", path, line)
         if "rationale" in rec and not isinstance(rec["rationale"], str):
             raise DataError(path, line, "field 'rationale': expected text")
+        if "rationale" in rec:
+            _checked(rec["rationale"], "rationale", path, line)
     else:  # multiple_choice
         out["question"] = _text(rec, "question", path, line)
         choices = rec.get("choices")
@@ -143,7 +166,7 @@ def normalize(task: Task, rec: dict, path, line) -> dict:
             raise DataError(path, line, "field 'choices': expected a list of at least two non-empty texts")
         if len(choices) > len(LETTERS):
             raise DataError(path, line, f"field 'choices': at most {len(LETTERS)} choices")
-        out["choices"] = choices
+        out["choices"] = [_checked(c, "choices", path, line) for c in choices]
         letter = rec.get("answer_letter")
         if letter is not None:
             letters = rec.get("choice_letters") or list(LETTERS[: len(choices)])
@@ -242,11 +265,22 @@ def load_split(task: Task, split: str, data: str | None = None, limit: int | Non
     if kind == "hf":
         path, rows = _hf_rows(task, *where)
     else:
-        path, rows = where, read_file(where)
-        if not rows:
-            raise DataError(path, None, "file has no records")
+        path = where
         if data and Path(data).expanduser().is_file():
             sl = None  # an explicit file is taken whole
+        if sl is None and limit is not None:
+            # the first N are kept; every record is still checked, streamed, none other held
+            records = []
+            for line, rec in iter_file(where):
+                r = normalize(task, rec, path, line)
+                if len(records) < limit:
+                    records.append(r)
+            if not records:
+                raise DataError(path, None, "file has no records")
+            return records
+        rows = read_file(where)
+        if not rows:
+            raise DataError(path, None, "file has no records")
     records = [normalize(task, rec, path, line) for line, rec in rows]
     if sl is not None:
         if task.shuffle_seed is not None:
@@ -268,7 +302,7 @@ def read_texts(path: str | Path, field: str = "text") -> list[str]:
     record, e.g. a task file's ``text``). Blank texts are skipped; a file with none is an error."""
     path = Path(path)
     if path.suffix == ".txt":
-        texts = [line.strip() for line in _decode(path, _read_bytes(path)).split("\n")]
+        texts = [line.strip() for _, line in _lines(path)]
     elif path.suffix in SUFFIXES:
         texts = []
         for line, rec in read_file(path):

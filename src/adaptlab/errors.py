@@ -37,3 +37,7 @@ class ModelError(UserError):
 
 class AdapterError(UserError):
     """An adapter folder is missing, unsafe, or does not fit the base model."""
+
+
+class TrainingDiverged(UserError):
+    """A training run's loss became NaN or Inf; the run stops before anything non-finite is saved."""

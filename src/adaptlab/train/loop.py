@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from adaptlab.config import atomic_write_text, check
-from adaptlab.errors import ConfigError
+from adaptlab.errors import ConfigError, TrainingDiverged
 from adaptlab.train.checkpoint import FOLDER, find_checkpoint, load_checkpoint, save_checkpoint
 
 CHUNK_BATCHES = 50
@@ -82,6 +82,7 @@ class TrainConfig:
         check(self.eval_every is None or self.eval_every >= 1, "eval_every: must be at least 1")
         check(self.shots_per_class is None or self.shots_per_class >= 1, "shots_per_class: must be at least 1")
         check(self.save_every >= 1 and self.log_every >= 1, "save_every and log_every must be at least 1")
+        check(0 <= self.seed < 2**63, f"seed={self.seed}: must be in [0, 2**63)")
 
 
 @dataclass
@@ -273,6 +274,13 @@ def train(model: nn.Module, data: list, objective, stepper, cfg: TrainConfig, ho
             t0 = time.perf_counter()
             batch_group = [{k: v.to(accel.device) for k, v in objective.collate([feats[i] for i in b]).items()} for b in group]
             loss, metrics = stepper.step(accel, module, batch_group, autocast)
+            if not math.isfinite(loss):          # diverged: stop before a bad state is saved anywhere
+                ck_now = find_checkpoint(out)
+                kept = (f"the last good checkpoint ({ck_now.name}/, step "
+                        f"{json.loads((ck_now / 'state.json').read_text()).get('step')}) is kept in {out}"
+                        if ck_now is not None else "nothing was saved from this run")
+                raise TrainingDiverged(f"training diverged at step {st['step'] + 1}: the loss is {loss}; {kept}. "
+                                       "Lower --lr, or check --set values")
             if hasattr(stepper, "cost"):
                 calls, fwd = stepper.cost(batch_group)
                 st["calls"] += int(calls) * world

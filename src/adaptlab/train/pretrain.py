@@ -164,10 +164,18 @@ def _dev_loss(tuned, objective, feats: list[dict], batch_size: int):
 
 
 def pretrain(text: str | None = None, task: str | None = None, method: str = "full", model: str | None = None, *,
-             out: str, sets: dict | None = None, resume: bool = False, data: str | None = None,
-             progress: bool = True, backbone=None, **train_values) -> dict:
+             out: str, **kwargs) -> dict:
     """The Python API behind ``adaptlab pretrain``: ``text`` (a corpus file: DAPT) or ``task`` (its
-    train split, labels dropped: TAPT); returns the run summary."""
+    train split, labels dropped: TAPT); returns the run summary. ``out`` is locked for the run."""
+    from adaptlab.outputs import claim_folder
+
+    with claim_folder(out, enabled=process_state().is_main_process):
+        return _pretrain(text, task, method, model, out=out, **kwargs)
+
+
+def _pretrain(text: str | None = None, task: str | None = None, method: str = "full", model: str | None = None, *,
+              out: str, sets: dict | None = None, resume: bool = False, data: str | None = None,
+              progress: bool = True, backbone=None, **train_values) -> dict:
     from adaptlab.data import load_split, read_texts, task_texts
     from adaptlab.models import kind_of_ref, load_backbone, resolve_name
     from adaptlab.tasks import load_task

@@ -27,6 +27,7 @@ import torch
 
 from adaptlab.config import atomic_write_json, config_dict, remove_stale_temp_files
 from adaptlab.errors import ConfigError
+from adaptlab.outputs import claim_folder, holds_files
 from adaptlab.train.loop import Hooks, TrainConfig, process_state, train
 from adaptlab.train.objectives import for_task
 from adaptlab.train.steppers import AdamW
@@ -134,7 +135,7 @@ def prepare_out(outp: Path, resolved: dict, resume: bool, config_name: str, what
             if prev.get(k) != v:
                 raise ConfigError(f"{outp}: --resume with settings that differ from the run there ({k}: "
                                   f"{json.dumps(prev.get(k))[:80]} vs {json.dumps(v)[:80]})")
-    elif outp.is_dir() and any(outp.iterdir()):
+    elif holds_files(outp):
         raise ConfigError(f"{outp}: folder is not empty and holds no {what} run; choose another --out")
 
 
@@ -159,13 +160,19 @@ def with_vocab(backbone, tuned, folder: str):
     return dataclasses.replace(backbone, tokenizer=tok)
 
 
-def tune(task: str, method: str, model: str | None = None, *, out: str, sets: dict | None = None,
-         resume: bool = False, data: str | None = None, progress: bool = True, backbone=None,
-         init: str | None = None, vocab: str | None = None, **train_values) -> dict:
+def tune(task: str, method: str, model: str | None = None, *, out: str, **kwargs) -> dict:
     """The Python API behind ``adaptlab tune``: load, apply the method, train, write the adapter.
     ``train_values`` are TrainConfig fields (None: keep the default). ``init``: an adapter folder
     of the same method whose weights the run starts from (continued training, prompt transfer).
-    ``vocab``: an ``adaptlab vocab --extend`` folder whose added tokens train with the method."""
+    ``vocab``: an ``adaptlab vocab --extend`` folder whose added tokens train with the method.
+    ``out`` is locked for the run (``outputs.claim_folder``): a second run on it is refused."""
+    with claim_folder(out, enabled=process_state().is_main_process):
+        return _tune(task, method, model, out=out, **kwargs)
+
+
+def _tune(task: str, method: str, model: str | None = None, *, out: str, sets: dict | None = None,
+          resume: bool = False, data: str | None = None, progress: bool = True, backbone=None,
+          init: str | None = None, vocab: str | None = None, **train_values) -> dict:
     from adaptlab.config import build_config
     from adaptlab.data import load_split
     from adaptlab.errors import DataError

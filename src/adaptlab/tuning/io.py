@@ -101,6 +101,10 @@ def save_adapter(out, tuned, *, stats: dict | None = None, meta: dict | None = N
     out.mkdir(parents=True, exist_ok=True)
     base = tuned.base_identity
     tensors = {k: v.detach().cpu().contiguous() for k, v in _file_state(tuned).items()}
+    from adaptlab.errors import TrainingDiverged
+    from adaptlab.untrusted import check_finite
+
+    check_finite(tensors, lambda name, why: TrainingDiverged(f"{out}: not saving the adapter: tensor {name!r} {why}"))
     atomic_write_bytes(out / WEIGHTS, save(tensors, metadata={"format": "pt"}))
     atomic_write_json(out / CONFIG, peft_config(tuned, base.get("name", "")))
     from adaptlab.config import atomic_write_text
@@ -135,13 +139,42 @@ def update_stats(out, stats: dict) -> None:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise AdapterError(f"{path}: not readable JSON ({type(e).__name__})") from None
+    from adaptlab.untrusted import read_json
+
+    d = read_json(path, lambda why: AdapterError(f"{path}: {why}"))
     if not isinstance(d, dict):
         raise AdapterError(f"{path}: expected a JSON object")
     return d
+
+
+def _read_weights(path: Path) -> dict:
+    """The tensors of a regular safetensors file (memory-mapped, never read past its header's
+    claims), each finite and within ``max_abs_weight``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from adaptlab.untrusted import check_finite, open_regular
+
+    open_regular(path, lambda why: AdapterError(f"{path}: {why}")).close()
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise AdapterError(f"{path}: not a readable safetensors file ({e})") from None
+    check_finite(state, lambda name, why: AdapterError(f"{path}: tensor {name!r} {why}; refusing a broken adapter"))
+    return state
+
+
+def _check_entries(d: Path) -> None:
+    """Every file of an adapter folder is a regular file (a symlink to /dev/zero is refused)."""
+    import stat
+
+    for p in d.iterdir():
+        try:
+            mode = p.stat().st_mode
+        except OSError:
+            raise AdapterError(f"{p}: a broken link in the adapter folder") from None
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise AdapterError(f"{p}: is not a regular file ({p.resolve()}); only regular files are read")
 
 
 def read_adapter(adapter_dir) -> tuple[Path, dict, dict | None]:
@@ -151,6 +184,7 @@ def read_adapter(adapter_dir) -> tuple[Path, dict, dict | None]:
         raise AdapterError(f"{d}: adapter folder not found")
     if not d.is_dir():
         raise AdapterError(f"{d}: an adapter is a folder (with {CONFIG} and {WEIGHTS})")
+    _check_entries(d)
     if not (d / WEIGHTS).exists():
         pickles = sorted(p.name for p in d.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickles:
@@ -161,8 +195,14 @@ def read_adapter(adapter_dir) -> tuple[Path, dict, dict | None]:
         raise AdapterError(f"{d}: no {CONFIG} in this folder")
     cfg = _read_json(d / CONFIG)
     meta = _read_json(d / META) if (d / META).exists() else None
-    if "peft_type" not in cfg:
-        raise AdapterError(f"{d / CONFIG}: missing 'peft_type'")
+    if not isinstance(cfg.get("peft_type"), str):
+        raise AdapterError(f"{d / CONFIG}: missing 'peft_type'" if "peft_type" not in cfg else
+                           f"{d / CONFIG}: 'peft_type' must be text")
+    if meta is not None:
+        for key, typ in (("method", str), ("config", dict), ("base", dict), ("task", dict), ("vocab", dict)):
+            if meta.get(key) is not None and not isinstance(meta[key], typ):
+                raise AdapterError(f"{d / META}: {key!r} must be {'text' if typ is str else 'a JSON object'}, "
+                                   f"got {type(meta[key]).__name__}")
     return d, cfg, meta
 
 
@@ -171,9 +211,6 @@ def load_adapter(adapter_dir, model_name: str | None = None, backbone=None):
     ``model_name`` overrides the base recorded in the folder; it must be the same model.
     ``backbone``: the base already in memory (checked against the recorded identity), so
     nothing is read from disk again but the adapter's own files."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     from adaptlab.config import build_config
     from adaptlab.models import load_backbone, resolve_name
     from adaptlab.tasks import task_from_dict
@@ -217,10 +254,7 @@ def load_adapter(adapter_dir, model_name: str | None = None, backbone=None):
         tuned = apply_method(backbone, method.name, config, task)
     except UserError as e:
         raise AdapterError(f"{d}: {e}") from None
-    try:
-        file_state = load((d / WEIGHTS).read_bytes())
-    except (SafetensorError, OSError, ValueError) as e:
-        raise AdapterError(f"{d / WEIGHTS}: not a readable safetensors file ({e})") from None
+    file_state = _read_weights(d / WEIGHTS)
     if meta and meta.get("vocab"):                # the adapter's own tokenizer, with its added tokens
         backbone = _with_added_tokens(d, backbone, tuned, meta["vocab"])
     from_keys = getattr(method.module, "from_file_keys", default_from_file_keys)
@@ -278,35 +312,46 @@ def load_state(tuned, state: dict[str, torch.Tensor], where: str) -> None:
 
 
 def merge_adapter(adapter_dir, out, model_name: str | None = None) -> dict:
-    """Fold a lora / ia3 adapter into its base and write a plain Hugging Face model folder."""
+    """Fold a lora / ia3 adapter into its base and write a plain Hugging Face model folder.
+
+    The folder is written as ``.<out>.merging`` beside ``out`` and renamed into place, under
+    ``out``'s lock (``outputs.claim_folder``); what a killed merge left there is removed by the
+    next merge to the same ``out``."""
     import os
     import shutil
-    import tempfile
 
     from adaptlab.errors import ConfigError
+    from adaptlab.outputs import LOCK, check_place, claim_folder, holds_files
     from adaptlab.tuning import merged_model
 
     outp = Path(out)
-    if outp.exists() and (not outp.is_dir() or any(outp.iterdir())):
+    check_place(outp, "folder")
+    if holds_files(outp):
         raise ConfigError(f"{outp}: already exists and is not an empty folder")
-    backbone, tuned = load_adapter(adapter_dir, model_name)
-    try:
-        model = merged_model(tuned)
-    except UserError as e:
-        raise AdapterError(f"{adapter_dir}: {e}") from None
-    outp.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{outp.name}.", dir=outp.parent))
-    try:
-        model.save_pretrained(tmp)
-        backbone.tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "adaptlab_merged.json", {"adapter": str(Path(adapter_dir).resolve()),
-                                                         "method": tuned.method, "base": tuned.base_identity})
-        if outp.exists():
+    read_adapter(adapter_dir)
+    tmp = outp.parent / f".{outp.name}.merging"
+    with claim_folder(outp):
+        shutil.rmtree(tmp, ignore_errors=True)            # a killed merge's leftovers
+        backbone, tuned = load_adapter(adapter_dir, model_name)
+        try:
+            model = merged_model(tuned)
+        except UserError as e:
+            raise AdapterError(f"{adapter_dir}: {e}") from None
+        try:
+            tmp.mkdir()
+            model.save_pretrained(tmp)
+            backbone.tokenizer.save_pretrained(tmp)
+            atomic_write_json(tmp / "adaptlab_merged.json", {"adapter": str(Path(adapter_dir).resolve()),
+                                                             "method": tuned.method, "base": tuned.base_identity})
+            for p in outp.iterdir():                          # our lock file (still held) and stale temps
+                if p.name != LOCK:
+                    p.unlink()
+            (outp / LOCK).unlink(missing_ok=True)
             outp.rmdir()
-        os.replace(tmp, outp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            os.replace(tmp, outp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     size = sum(p.stat().st_size for p in outp.iterdir() if p.is_file())
     return {"adapter": str(adapter_dir), "out": str(outp), "method": tuned.method,
             "base": tuned.base_identity.get("name"), "params": sum(p.numel() for p in model.parameters()),
@@ -318,9 +363,6 @@ def init_from(tuned, adapter_dir) -> None:
     after in-domain pretraining, or a prompt transferred from another task). The method's own
     tensors must all be there with the same shapes; a classification head is not taken (the new
     task has its own labels)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     from adaptlab.tuning import HEAD_PREFIX, get_method, method_for_peft_type
 
     d, cfg, meta = read_adapter(adapter_dir)
@@ -339,10 +381,7 @@ def init_from(tuned, adapter_dir) -> None:
             raise AdapterError(f"{d}: an initial adapter must come from the same base model; this one was trained on "
                                f"{base.get('name')!r} ({key}={base.get(key)}), not {have.get('name')!r} "
                                f"({key}={have.get(key)})")
-    try:
-        file_state = load((d / WEIGHTS).read_bytes())
-    except (SafetensorError, OSError, ValueError) as e:
-        raise AdapterError(f"{d / WEIGHTS}: not a readable safetensors file ({e})") from None
+    file_state = _read_weights(d / WEIGHTS)
     from_keys = getattr(method.module, "from_file_keys", default_from_file_keys)
     if method.name != tuned.method:                 # another method of the same file layout (SPoT <- prompt tuning)
         from_keys = getattr(get_method(tuned.method).module, "from_file_keys", default_from_file_keys)
