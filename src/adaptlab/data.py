@@ -269,12 +269,12 @@ def load_split(task: Task, split: str, data: str | None = None, limit: int | Non
         if data and Path(data).expanduser().is_file():
             sl = None  # an explicit file is taken whole
         if sl is None and limit is not None:
-            # the first N are kept; every record is still checked, streamed, none other held
+            # the first N are kept and checked; the rest of the file is streamed through the JSON
+            # reader (a broken line anywhere is still found) but not held or schema-checked
             records = []
             for line, rec in iter_file(where):
-                r = normalize(task, rec, path, line)
                 if len(records) < limit:
-                    records.append(r)
+                    records.append(normalize(task, rec, path, line))
             if not records:
                 raise DataError(path, None, "file has no records")
             return records
