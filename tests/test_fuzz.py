@@ -5,6 +5,7 @@ tests/prompting/test_calculator.py."""
 
 import string
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -98,3 +99,90 @@ def test_extraction_never_raises(text, words):
 @given(x=st.integers(min_value=-10**12, max_value=10**12))
 def test_number_roundtrip(x):
     assert answers_equal(extract_number(f"The answer is {x:,}."), str(x), "number")
+
+
+# --------------------------------------------------------------------------- Reliability II (issue 25)
+template_text = st.text(alphabet=string.ascii_letters + "{}!:.[]%<>^=0123456789_ ", max_size=40)
+
+
+@FAST
+@given(template=template_text, target=template_text)
+def test_task_templates_any_format_spec(template, target):
+    """Any template / target text: refused when the task is read, or it renders (never a
+    ValueError, an attribute lookup, or a huge padding at render time)."""
+    raw = {"name": "t", "schema": "classification", "template": template, "target": target,
+           "labels": ["a", "b"]}
+    try:
+        t = task_from_dict(raw, "fuzz.yaml")
+    except TaskError:
+        return
+    ex = {"text": "x" * 5, "label": "a"}
+    prompt = t.render(ex)
+    assert len(prompt) <= len(template) + 5 * len(template)
+    assert all(len(o) <= len(target) + 5 * len(target) + 2 for o in t.options(ex))
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory):
+    from conftest import make_tiny_decoder
+
+    from adaptlab.tuning import apply_method, get_method
+    from adaptlab.tuning.io import save_adapter
+
+    bb = make_tiny_decoder()
+    tuned = apply_method(bb, "lora", get_method("lora").Config(r=2), TASKS["sst2"])
+    d = tmp_path_factory.mktemp("ad") / "a"
+    save_adapter(d, tuned)
+    return bb, d
+
+
+META_KEYS = ["format", "method", "config", "base", "kind", "head", "task", "stats", "vocab", "method_state"]
+
+
+@settings(max_examples=60, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.dictionaries(st.sampled_from(META_KEYS), json_values, max_size=4),
+       cfg_edits=st.dictionaries(st.sampled_from(["peft_type", "r", "lora_alpha", "target_modules", "task_type"]),
+                                 json_values, max_size=3))
+def test_adapter_metadata_any_values(adapter_dir, tmp_path_factory, edits, cfg_edits):
+    """Whatever adaptlab.json / adapter_config.json hold: the adapter loads or an AdapterError
+    says why, never another exception."""
+    import json
+    import shutil
+
+    from adaptlab.errors import UserError
+    from adaptlab.tuning.io import load_adapter
+
+    bb, src = adapter_dir
+    d = tmp_path_factory.mktemp("m") / "a"
+    shutil.copytree(src, d)
+    for name, ed in (("adaptlab.json", edits), ("adapter_config.json", cfg_edits)):
+        doc = json.loads((d / name).read_text())
+        doc.update(ed)
+        (d / name).write_text(json.dumps(doc))
+    try:
+        load_adapter(d, backbone=bb)
+    except UserError:
+        pass
+
+
+@FAST
+@given(parts=st.lists(st.sampled_from(["a", "b", "f.txt", "..", ".", "x.json", "a/b", "/proc/nope"]), min_size=1,
+                      max_size=4), kind=st.sampled_from(["file", "folder"]))
+def test_output_place_checks_any_path(tmp_path_factory, parts, kind):
+    """Any output path (under a file, a folder where a file is wanted, unwritable): a ConfigError
+    or nothing, and nothing is created."""
+    from pathlib import Path
+
+    from adaptlab.errors import ConfigError
+    from adaptlab.outputs import check_place
+
+    root = tmp_path_factory.mktemp("o")
+    (root / "f.txt").write_text("x")
+    (root / "a").mkdir()
+    before = sorted(p.name for p in root.rglob("*"))
+    path = parts[0] if parts[0].startswith("/") else str(root / Path(*parts))
+    try:
+        check_place(path, kind)
+    except ConfigError:
+        pass
+    assert sorted(p.name for p in root.rglob("*")) == before
