@@ -109,6 +109,11 @@ def test_a_reward_adapter_is_refused_where_a_policy_is_expected(tiny_folder, tmp
 
     scores = RewardModel(rm, backbone=load_backbone(tiny_folder)).score([(p["prompt"], " " + p["chosen"]) for p in PAIRS])
     assert len(scores) == 3 and all(isinstance(s, float) for s in scores)
+    capsys.readouterr()
+    assert run_cli(["eval", "--task", "hh_rlhf_harmless", "--adapter", str(rm), "--data", str(d), "--split", "train",
+                    "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["scored_as"] == "reward model" and doc["n"] == 12 and 0.0 <= doc["accuracy"] <= 1.0
 
 
 # --------------------------------------------------------------------------- oracles: trl

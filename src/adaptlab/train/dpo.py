@@ -81,7 +81,7 @@ class DPO(Objective):
     @torch.no_grad()
     def evaluate(self, model, examples: list[dict], batch_size: int = 8) -> dict[str, float]:
         """Held-out pairs: the mean of every per-step metric over all pairs (implicit reward accuracy ...)."""
-        feats = featurize_pairs(self.tok, self.task, examples, self.max_len, self.max_reply_len)[0]
+        feats = self.featurize(examples)
         was = model.training
         model.eval()
         dev = next(p.device for p in model.parameters())

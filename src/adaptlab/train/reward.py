@@ -64,7 +64,7 @@ class RewardBT(Objective):
     @torch.no_grad()
     def evaluate(self, model, examples: list[dict], batch_size: int = 8) -> dict[str, float]:
         """Held-out pairs: pairwise accuracy, mean margin, mean loss."""
-        feats = featurize_pairs(self.tok, self.task, examples, self.max_len, self.max_reply_len)[0]
+        feats = self.featurize(examples)
         was = model.training
         model.eval()
         dev = self.head.weight.device
@@ -125,3 +125,33 @@ class RewardModel:
             h = last_token_hidden(self.tuned, ids, mask)
             out += self.head(h.float()).squeeze(-1).tolist()
         return out
+
+
+def eval_preference(task, adapter: str | None, *, data: str | None = None, split: str = "test",
+                    limit: int | None = None, batch_size: int = 8, max_len: int = 512) -> dict:
+    """``adaptlab eval`` on a preference task: a reward adapter's pairwise accuracy and margin, or a
+    policy adapter's (DPO) implicit reward accuracy, on the split's pairs."""
+    import json
+
+    from adaptlab.data import load_split
+    from adaptlab.tuning.io import load_adapter
+
+    if adapter is None:
+        raise ConfigError(f"task {task.name} is a preference task: eval needs --adapter (a reward model or a DPO policy)")
+    exs = load_split(task, split, data, limit=limit)
+    backbone, tuned = load_adapter(adapter)
+    if is_reward_adapter(adapter):
+        from safetensors.torch import load_file
+
+        obj = RewardBT(backbone.tokenizer, task, max_len, tuned.model.config.hidden_size)
+        obj.head.weight.data.copy_(load_file(str(Path(adapter) / HEAD_FILE))["weight"])
+        what = "reward model"
+    else:
+        from adaptlab.train.dpo import DPO
+
+        cfg = Path(adapter) / "tune_config.json"
+        beta = json.loads(cfg.read_text()).get("feedback_config", {}).get("beta", 0.1) if cfg.exists() else 0.1
+        obj, what = DPO(backbone.tokenizer, task, max_len, beta), "policy (implicit reward)"
+    m = obj.evaluate(tuned, exs, batch_size)
+    return {"task": task.name, "adapter": str(adapter), "scored_as": what, "split": split, "n": len(exs),
+            "truncated_pairs": obj.truncated, **{k: round(v, 6) for k, v in m.items()}}
