@@ -77,9 +77,17 @@ def eval_cmd(task, model, adapter, prompt, sets, data, split, limit, seed, batch
     from adaptlab.evaluate import run
     from adaptlab.outputs import check_place
     from adaptlab.report import format_table
+    from adaptlab.tasks import load_task
 
     if out:
         check_place(out, "file")                 # before the evaluation, not after it
+    spec = load_task(task)
+    if spec.schema == "preference":                    # a reward model's / a DPO policy's pairwise accuracy
+        from adaptlab.train.reward import eval_preference
+
+        doc = eval_preference(spec, adapter, data=data, split=split, limit=limit, batch_size=batch_size)
+        _emit(doc, format_table([doc]), as_json, out)
+        return
     res = run(task, model, adapter=adapter, prompt=prompt, sets=parse_sets(sets), data=data, split=split,
               limit=limit, seed=seed, batch_size=batch_size)
     row = {"task": res.task, "model": res.model, "prompt": res.strategy, "split": res.split,

@@ -155,6 +155,14 @@ def normalize(task: Task, rec: dict, path, line) -> dict:
             raise DataError(path, line, "field 'rationale': expected text")
         if "rationale" in rec:
             _checked(rec["rationale"], "rationale", path, line)
+    elif task.schema == "preference":
+        out["prompt"] = rec.get("prompt", "")
+        if not isinstance(out["prompt"], str):
+            raise DataError(path, line, "field 'prompt': expected text")
+        out["chosen"] = _text(rec, "chosen", path, line)
+        out["rejected"] = _text(rec, "rejected", path, line)
+        if out["chosen"].strip() == out["rejected"].strip():
+            raise DataError(path, line, "chosen and rejected are the same reply: the pair says nothing")
     else:  # multiple_choice
         out["question"] = _text(rec, "question", path, line)
         choices = rec.get("choices")
@@ -331,6 +339,8 @@ def task_texts(task: Task, examples: list[dict]) -> list[str]:
             out.append(f"{ex['text_a']}\n{ex['text_b']}")
         elif task.schema == "multiple_choice":
             out.append("\n".join([ex["question"], *ex["choices"]]))
+        elif task.schema == "preference":
+            out.append(ex["prompt"] + ex["chosen"])
         else:
             out.append(ex["question"])
     return out

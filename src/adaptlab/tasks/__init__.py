@@ -3,7 +3,7 @@
 A task is a strict YAML file (unknown or duplicate keys are errors, no code):
 
     name: sst2
-    schema: classification            # classification | pair_classification | qa | multiple_choice
+    schema: classification            # classification | pair_classification | qa | multiple_choice | preference
     labels: [negative, positive]
     verbalizer: {negative: negative, positive: positive}   # label -> word the LM says
     instruction: Classify the sentiment of the review as negative or positive.
@@ -40,6 +40,7 @@ SCHEMAS = {
     "pair_classification": ("text_a", "text_b", "label"),
     "qa": ("question", "answer"),
     "multiple_choice": ("question", "choices", "answer"),
+    "preference": ("prompt", "chosen", "rejected"),      # a pair of replies, the human-preferred one first
 }
 # fields a template may name, per schema (``choices`` renders as "A. ...\nB. ...")
 TEMPLATE_FIELDS = {
@@ -47,6 +48,7 @@ TEMPLATE_FIELDS = {
     "pair_classification": {"text_a", "text_b"},
     "qa": {"question"},
     "multiple_choice": {"question", "choices"},
+    "preference": {"prompt"},
 }
 ANSWER_TYPES = ("label", "number", "yesno", "text", "choice")
 METRICS = ("accuracy", "macro_f1", "exact_match")
@@ -114,6 +116,8 @@ class Task:
             return example["label"]
         if self.schema == "multiple_choice":
             return example["gold_index"]
+        if self.schema == "preference":
+            return example["chosen"]
         return example["answer"]
 
     def gold_index(self, example: dict) -> int:
@@ -123,6 +127,8 @@ class Task:
 
     def answer_text(self, example: dict) -> str:
         """The gold answer as the LM should say it (training target, demonstrations)."""
+        if self.schema == "preference":
+            return example["chosen"]
         if self.is_classification:
             return self.word(example["label"])
         if self.schema == "multiple_choice":

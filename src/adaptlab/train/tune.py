@@ -89,17 +89,40 @@ def adam_for(cfg: TrainConfig, lr: float) -> AdamW:
                  warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm)
 
 
+def feedback_objective(backbone, tuned, task, cfg: TrainConfig, pref):
+    """The objective of ``--set objective=dpo|reward|grpo`` (``train.preference.PreferenceConfig``)."""
+    if pref.objective == "dpo":
+        from adaptlab.train.dpo import DPO
+
+        return DPO(backbone.tokenizer, task, cfg.max_seq_len, pref.beta, pref.loss_type, pref.max_reply_len)
+    if pref.objective == "reward":
+        from adaptlab.train.reward import RewardBT
+
+        return RewardBT(backbone.tokenizer, task, cfg.max_seq_len, tuned.model.config.hidden_size,
+                        pref.max_reply_len)
+    from adaptlab.train.grpo import GRPO
+
+    return GRPO(backbone, tuned, task, cfg.max_seq_len, pref)
+
+
 def train_on_task(backbone, tuned, task, train_examples: list[dict], cfg: TrainConfig, out, *,
                   dev_examples: list[dict] | None = None, lr: float = 1e-3, resume: bool = False,
                   progress: bool = True, on_step: Callable[[int, float], None] | None = None,
-                  meta: dict | None = None) -> dict:
+                  meta: dict | None = None, pref=None) -> dict:
     """Train ``tuned`` on a labelled task and write the best adapter to ``out``; returns the run
-    summary (also in ``out/adaptlab.json``'s ``stats``)."""
+    summary (also in ``out/adaptlab.json``'s ``stats``). ``pref``: a ``PreferenceConfig`` whose
+    objective (dpo, reward, grpo) replaces the task's own."""
     from adaptlab.tuning.io import adapter_bytes, save_adapter, update_stats
 
     from adaptlab.tuning import get_method
 
     out = Path(out)
+    if pref is not None and pref.objective != "task":
+        return _train_feedback(backbone, tuned, task, train_examples, cfg, out, dev_examples, lr, resume,
+                               progress, on_step, meta, pref)
+    if task.schema == "preference":
+        raise ConfigError(f"task {task.name} is a preference task: train it with --set objective=dpo or "
+                          "--set objective=reward")
     mod = get_method(tuned.method).module
     if hasattr(mod, "train_config"):
         cfg = mod.train_config(tuned.method_config, cfg, len(train_examples))
@@ -114,6 +137,42 @@ def train_on_task(backbone, tuned, task, train_examples: list[dict], cfg: TrainC
         on_step=on_step, describe=lambda: {"adapter_bytes": adapter_bytes(tuned)}, metric=task.metric)
     return train(tuned, train_examples, objective, stepper, cfg, hooks, out=out, resume=resume, progress=progress,
                  desc=f"tune {tuned.method}")
+
+
+def _train_feedback(backbone, tuned, task, train_examples, cfg, out, dev_examples, lr, resume, progress, on_step,
+                    meta, pref) -> dict:
+    """DPO, a reward model or GRPO through the one loop: AdamW, the held-out score as the dev metric
+    (implicit reward accuracy, pairwise accuracy, or the task metric after GRPO)."""
+    from adaptlab.tuning.io import adapter_bytes, save_adapter, update_stats
+
+    if not getattr(get_method_module(tuned.method), "gradient", True):
+        raise ConfigError(f"method {tuned.method} is gradient-free: --set objective={pref.objective} needs gradients")
+    objective = feedback_objective(backbone, tuned, task, cfg, pref)
+    if pref.objective == "grpo":
+        evaluate = dev_hook(backbone, tuned, task, dev_examples, max(16, cfg.batch_size)) if dev_examples else None
+        metric = task.metric
+    else:
+        key = "reward_accuracy" if pref.objective == "dpo" else "accuracy"
+        evaluate = (lambda: objective.evaluate(tuned, dev_examples, cfg.batch_size)[key]) if dev_examples else None
+        metric = key
+
+    def save(stats):
+        save_adapter(out, tuned, stats=stats, meta={**(meta or {}), "objective": pref.objective})
+        if pref.objective == "reward":
+            objective.save_head(out)
+
+    hooks = Hooks(evaluate=evaluate if cfg.eval else None, save=save, update=lambda stats: update_stats(out, stats),
+                  on_step=on_step, metric=metric,
+                  describe=lambda: {"adapter_bytes": adapter_bytes(tuned), "feedback_objective": pref.objective,
+                                    "truncated_pairs": getattr(objective, "truncated", 0)})
+    return train(tuned, train_examples, objective, adam_for(cfg, lr), cfg, hooks, out=out, resume=resume,
+                 progress=progress, desc=f"{pref.objective} {tuned.method}")
+
+
+def get_method_module(name: str):
+    from adaptlab.tuning import get_method
+
+    return get_method(name).module
 
 
 def prepare_out(outp: Path, resolved: dict, resume: bool, config_name: str, what: str) -> None:
@@ -180,12 +239,33 @@ def _tune(task: str, method: str, model: str | None = None, *, out: str, sets: d
     from adaptlab.tasks import load_task
     from adaptlab.tuning import apply_method, check_task, get_method
 
+    import dataclasses
+
+    from adaptlab.train.preference import PreferenceConfig
+
     spec = load_task(task)
     m = get_method(method)
-    mvals, tvals = split_sets(m.Config, dict(sets or {}))
+    mvals, tvals = split_sets(m.Config, dict(sets or {}), (PreferenceConfig,))
+    pkeys = {f.name for f in dataclasses.fields(PreferenceConfig)}
+    pvals = {k: tvals.pop(k) for k in list(tvals) if k in pkeys}
     tvals.update({k: v for k, v in train_values.items() if v is not None})
     mcfg = build_config(m.Config, mvals, where=f"--method {method}")
     tcfg = build_config(TrainConfig, tvals, where="training option")
+    pcfg = build_config(PreferenceConfig, pvals, where="feedback option")
+    if spec.schema == "preference" and pcfg.objective not in ("dpo", "reward"):
+        raise ConfigError(f"task {spec.name} is a preference task: pass --set objective=dpo or --set objective=reward")
+    if pcfg.objective in ("dpo", "reward") and spec.schema != "preference":
+        raise ConfigError(f"--set objective={pcfg.objective}: task {spec.name} is {spec.schema}, not a preference task")
+    if pcfg.objective == "grpo" and not (spec.schema == "qa" and spec.answer_type == "number"):
+        raise ConfigError(f"--set objective=grpo: the exact-match reward needs a numeric qa task, not {spec.name}")
+    if pcfg.objective in ("dpo", "grpo") and not get_method(method).prefix:
+        raise ConfigError(f"--set objective={pcfg.objective}: the reference is the model with its adapter off; "
+                          f"method {method} trains the base weights, so there is none")
+    if init:
+        from adaptlab.train.reward import is_reward_adapter
+
+        if is_reward_adapter(init) and pcfg.objective != "reward":
+            raise ConfigError(f"--init {init}: a reward model adapter, not a policy")
     best_source = init == "best-source"
     if best_source and not hasattr(m.module, "pick_source"):
         raise ConfigError(f"--init best-source: only a method with a source library takes it (spot), not {method}")
@@ -196,6 +276,8 @@ def _tune(task: str, method: str, model: str | None = None, *, out: str, sets: d
     model_name = backbone.name if backbone is not None else resolve_name(model)
     resolved = {"task": spec.name, "task_spec": spec.to_dict(), "method": method, "model": model_name,
                 "method_config": config_dict(mcfg), "train_config": config_dict(tcfg), "data": data}
+    if pcfg.objective != "task":
+        resolved["feedback_config"] = config_dict(pcfg)
     if init:
         resolved["init"] = init if best_source else str(Path(init).resolve())
     if vocab:
@@ -241,6 +323,6 @@ def _tune(task: str, method: str, model: str | None = None, *, out: str, sets: d
         outp.mkdir(parents=True, exist_ok=True)
         atomic_write_json(outp / "tune_config.json", {**resolved, "base": backbone.identity})
     stats = train_on_task(backbone, tuned, spec, train_ex, tcfg, outp, dev_examples=dev_ex, lr=m.default_lr(backbone.kind), resume=resume,
-                          progress=progress, meta={"tune_config": "tune_config.json"})
+                          progress=progress, meta={"tune_config": "tune_config.json"}, pref=pcfg)
     return {"out": str(outp), "task": spec.name, "method": method, "model": model_name,
             "method_config": config_dict(mcfg), "train_config": config_dict(tcfg), **stats}

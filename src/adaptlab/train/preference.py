@@ -1,0 +1,126 @@
+"""Preference pairs: the settings and the one featurization every pairwise objective shares.
+
+A ``preference`` task's example is (x = prompt, y_w = chosen, y_l = rejected). Both replies are
+rendered as the task's ``target`` after the task's prompt (the same text path as ``adaptlab eval``:
+``text.prompt``, ``text.encode_pair``) and end with EOS. One feature holds the prompt's ids and the
+two replies' ids; ``collate`` lays a micro-batch of B pairs out as 2B rows, the B chosen rows first
+and then the B rejected rows, so both replies of a pair go through ONE batched forward (as trl's
+``DPOTrainer`` concatenates them).
+
+Lengths: a reply is cut to ``max_reply_len`` tokens (default: half of ``max_seq_len``) and the
+prompt is cut from the left so prompt + the longer reply fit ``max_seq_len``; every pair where
+anything was cut is counted (``truncated_pairs`` in the run summary and a note on stderr), never
+dropped or cut silently.
+
+``PreferenceConfig`` drives ``adaptlab tune --set objective=dpo|reward|grpo --set beta=...``
+(the ``tune`` command's ``--set`` takes these keys next to the method's and the loop's).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from adaptlab import text as text_path
+from adaptlab.config import check
+
+OBJECTIVES = ("task", "dpo", "reward", "grpo")
+DPO_LOSSES = ("sigmoid", "ipo")
+
+
+@dataclass
+class PreferenceConfig:
+    objective: str = "task"          # task: the task's own objective; dpo | reward | grpo
+    beta: float = 0.1                # DPO's / IPO's beta; GRPO's KL coefficient is kl_beta
+    loss_type: str = "sigmoid"       # DPO: sigmoid (Rafailov et al. 2023) | ipo (Azar et al. 2023)
+    max_reply_len: int | None = None  # tokens a reply keeps (default max_seq_len // 2)
+    group_size: int = 4              # GRPO: replies sampled per prompt
+    kl_beta: float = 0.04            # GRPO: KL-to-reference coefficient
+    clip_eps: float = 0.2            # GRPO: PPO-style ratio clip
+    temperature: float = 1.0         # GRPO: sampling temperature
+    max_new_tokens: int = 64         # GRPO: tokens a sampled reply may have
+
+    def __post_init__(self):
+        check(self.objective in OBJECTIVES, f"objective={self.objective!r}: must be one of {', '.join(OBJECTIVES)}")
+        check(self.beta > 0, f"beta={self.beta}: must be > 0")
+        check(self.loss_type in DPO_LOSSES, f"loss_type={self.loss_type!r}: must be one of {', '.join(DPO_LOSSES)}")
+        check(self.max_reply_len is None or self.max_reply_len >= 1, "max_reply_len: must be at least 1")
+        check(self.group_size >= 2, f"group_size={self.group_size}: a group needs at least 2 replies")
+        check(self.kl_beta >= 0, f"kl_beta={self.kl_beta}: must be >= 0")
+        check(0 < self.clip_eps < 1, f"clip_eps={self.clip_eps}: must be in (0, 1)")
+        check(self.temperature > 0, f"temperature={self.temperature}: must be > 0")
+        check(self.max_new_tokens >= 1, "max_new_tokens: must be at least 1")
+
+
+def reply_ids(tok, context: str, reply: str) -> tuple[list[int], list[int]]:
+    """(context ids, reply ids + EOS) through the one text path."""
+    ctx, cont = text_path.encode_pair(tok, context, reply)
+    if tok.eos_token_id is not None:
+        cont = cont + [tok.eos_token_id]
+    return ctx, cont
+
+
+def featurize_pairs(tok, task, examples: list[dict], max_len: int, max_reply: int | None) -> tuple[list[dict], int]:
+    """Pairs -> features {prompt, chosen, rejected} and the number of pairs that were cut."""
+    max_reply = max_reply or max(1, max_len // 2)
+    feats, cut = [], 0
+    for ex in examples:
+        ctx = text_path.prompt(task, tok, ex)
+        p, c = reply_ids(tok, ctx, task.target.format(answer=ex["chosen"]))
+        p2, r = reply_ids(tok, ctx, task.target.format(answer=ex["rejected"]))
+        if p2 != p:           # the two replies tokenised the prompt's end differently: use the shorter prefix
+            n = next((i for i, (a, b) in enumerate(zip(p, p2)) if a != b), min(len(p), len(p2)))
+            c, r, p = p[n:] + c, p2[n:] + r, p[:n]
+        was = (len(p), len(c), len(r))
+        c, r = c[:max_reply], r[:max_reply]
+        p = text_path.fit_context(p, max(len(c), len(r)), max_len, task.truncate)
+        cut += (len(p), len(c), len(r)) != was
+        feats.append({"prompt": p, "chosen": c, "rejected": r, "ids": p + (c if len(c) >= len(r) else r)})
+    if cut:
+        print(f"note: {cut} of {len(feats)} preference pairs were cut to fit max_seq_len={max_len} "
+              f"(replies to {max_reply} tokens, prompts from the {task.truncate})", file=sys.stderr)
+    return feats, cut
+
+
+def collate_pairs(feats: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """2B right-padded rows (chosen rows, then rejected rows) and the reply-token mask [2B, L]."""
+    rows = [(f["prompt"], f["chosen"]) for f in feats] + [(f["prompt"], f["rejected"]) for f in feats]
+    L = max(len(p) + len(y) for p, y in rows)
+    ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), L), dtype=torch.long)
+    reply = torch.zeros((len(rows), L), dtype=torch.long)
+    for i, (p, y) in enumerate(rows):
+        n = len(p) + len(y)
+        ids[i, :n] = torch.tensor(p + y)
+        mask[i, :n] = 1
+        reply[i, len(p): n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "completion_mask": reply}
+
+
+def sequence_logps(model, ids: torch.Tensor, mask: torch.Tensor, reply: torch.Tensor) -> torch.Tensor:
+    """sum_t log pi(y_t | x, y_<t) over each row's reply tokens: [R]. The LM head runs only at the
+    reply positions ([N, V], not [R, L, V])."""
+    h = model.body(input_ids=ids, attention_mask=mask)                 # [R, L, H]
+    sel = reply[:, 1:].bool()                                          # position t predicts t+1
+    logits = model.lm_head(h[:, :-1][sel]).float()                     # [N, V]
+    tok_logp = torch.log_softmax(logits, -1).gather(1, ids[:, 1:][sel][:, None]).squeeze(1)   # [N]
+    row = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(sel)[sel]          # [N]
+    return torch.zeros(ids.shape[0], device=ids.device, dtype=tok_logp.dtype).index_add(0, row, tok_logp)
+
+
+def last_token_hidden(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The body's hidden state at each right-padded row's last real token: [R, H]."""
+    h = model.body(input_ids=ids, attention_mask=mask)                 # [R, L, H]
+    last = mask.sum(1) - 1
+    return h[torch.arange(ids.shape[0], device=ids.device), last]
+
+
+def pad_id(tok) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else 0
+
+
+def pairwise_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"accuracy": (chosen > rejected).float().mean(), "margin": (chosen - rejected).mean(),
+            "chosen": chosen.mean(), "rejected": rejected.mean()}

@@ -1,0 +1,157 @@
+"""Reward model (Ouyang et al. 2022, "Training language models to follow instructions with human
+feedback", Sec. 3.5; Stiennon et al. 2020): a scalar head r(x, y) = w^T h_last(x, y) on the body's
+hidden state at the last token of prompt + reply, trained with the Bradley-Terry loss
+
+    L = -log sigma( r(x, y_w) - r(x, y_l) )
+
+(Bradley & Terry 1952). The body is tuned by any method (lora by default); the head w [H] is owned
+by this objective, so it trains and is checkpointed with the adapter, and is written next to it as
+``reward_head.safetensors``. Both replies of a pair go through one batched forward
+(``preference.collate_pairs``). Metrics: pairwise accuracy (r_w > r_l) and the mean margin.
+
+``RewardModel`` scores (prompt, reply) pairs with a saved reward adapter (the Python API, and the
+judge of DPO's before/after generations).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from adaptlab.errors import ConfigError
+from adaptlab.train.objectives import Objective
+from adaptlab.train.preference import (collate_pairs, featurize_pairs, last_token_hidden, pad_id,
+                                       pairwise_metrics, reply_ids)
+
+HEAD_FILE = "reward_head.safetensors"
+
+
+class RewardBT(Objective):
+    name = "reward"
+
+    def __init__(self, tokenizer, task, max_len: int, hidden: int, max_reply_len: int | None = None):
+        super().__init__()
+        if task.schema != "preference":
+            raise ConfigError(f"task {task.name} is {task.schema}: a reward model needs a preference task")
+        self.tok, self.task, self.max_len, self.max_reply_len = tokenizer, task, max_len, max_reply_len
+        self.head = nn.Linear(hidden, 1, bias=False)
+        nn.init.normal_(self.head.weight, std=1 / (hidden + 1) ** 0.5)
+        self.truncated = 0
+
+    def featurize(self, examples: list[dict]) -> list[dict]:
+        feats, self.truncated = featurize_pairs(self.tok, self.task, examples, self.max_len, self.max_reply_len)
+        return feats
+
+    @staticmethod
+    def length(feat: dict) -> int:
+        return len(feat["prompt"]) + max(len(feat["chosen"]), len(feat["rejected"]))
+
+    def collate(self, feats: list[dict]) -> dict[str, torch.Tensor]:
+        return collate_pairs(feats, pad_id(self.tok))
+
+    def rewards(self, model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = last_token_hidden(model, ids, mask)                            # [R, H]
+        return self.head(h.to(self.head.weight.dtype)).squeeze(-1).float()  # [R]
+
+    def loss(self, model, batch):
+        r = self.rewards(model, batch["input_ids"], batch["attention_mask"])
+        rc, rr = r.chunk(2)
+        loss = -nn.functional.logsigmoid(rc - rr).mean()
+        return loss, {k: v.detach() for k, v in pairwise_metrics(rc, rr).items()}
+
+    @torch.no_grad()
+    def evaluate(self, model, examples: list[dict], batch_size: int = 8) -> dict[str, float]:
+        """Held-out pairs: pairwise accuracy, mean margin, mean loss."""
+        feats = self.featurize(examples)
+        was = model.training
+        model.eval()
+        dev = self.head.weight.device
+        sums: dict[str, float] = {}
+        try:
+            for s in range(0, len(feats), batch_size):
+                part = feats[s: s + batch_size]
+                loss, m = self.loss(model, {k: v.to(dev) for k, v in self.collate(part).items()})
+                for k, v in {"loss": loss, **m}.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * len(part)
+        finally:
+            model.train(was)
+        return {k: v / len(feats) for k, v in sums.items()}
+
+    def save_head(self, folder) -> None:
+        from safetensors.torch import save_file
+
+        save_file({"weight": self.head.weight.detach().cpu().contiguous()}, str(Path(folder) / HEAD_FILE))
+
+
+def is_reward_adapter(folder) -> bool:
+    return (Path(folder) / HEAD_FILE).exists()
+
+
+class RewardModel:
+    """A saved reward adapter: ``score([(prompt, reply), ...]) -> [float]`` (prompt as the task renders it)."""
+
+    def __init__(self, folder, backbone=None, max_len: int = 512):
+        from safetensors.torch import load_file
+
+        from adaptlab.tuning.io import load_adapter
+
+        if not is_reward_adapter(folder):
+            raise ConfigError(f"{folder}: not a reward model (no {HEAD_FILE}); train one with --set objective=reward")
+        self.backbone, self.tuned = load_adapter(folder, backbone=backbone)
+        self.max_len = max_len
+        self.tuned.eval()
+        w = load_file(str(Path(folder) / HEAD_FILE))["weight"]
+        self.head = nn.Linear(w.shape[1], 1, bias=False)
+        self.head.weight.data.copy_(w)
+
+    @torch.no_grad()
+    def score(self, pairs: list[tuple[str, str]], batch_size: int = 8) -> list[float]:
+        tok = self.backbone.tokenizer
+        out: list[float] = []
+        for s in range(0, len(pairs), batch_size):
+            rows = []
+            for p, y in pairs[s: s + batch_size]:
+                ctx, cont = reply_ids(tok, p, y)
+                cont = cont[: self.max_len // 2]
+                rows.append((ctx[-(self.max_len - len(cont)):], cont))
+            L = max(len(a) + len(b) for a, b in rows)
+            ids = torch.full((len(rows), L), pad_id(tok), dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, (a, b) in enumerate(rows):
+                ids[i, : len(a) + len(b)] = torch.tensor(a + b)
+                mask[i, : len(a) + len(b)] = 1
+            h = last_token_hidden(self.tuned, ids, mask)
+            out += self.head(h.float()).squeeze(-1).tolist()
+        return out
+
+
+def eval_preference(task, adapter: str | None, *, data: str | None = None, split: str = "test",
+                    limit: int | None = None, batch_size: int = 8, max_len: int = 512) -> dict:
+    """``adaptlab eval`` on a preference task: a reward adapter's pairwise accuracy and margin, or a
+    policy adapter's (DPO) implicit reward accuracy, on the split's pairs."""
+    import json
+
+    from adaptlab.data import load_split
+    from adaptlab.tuning.io import load_adapter
+
+    if adapter is None:
+        raise ConfigError(f"task {task.name} is a preference task: eval needs --adapter (a reward model or a DPO policy)")
+    exs = load_split(task, split, data, limit=limit)
+    backbone, tuned = load_adapter(adapter)
+    if is_reward_adapter(adapter):
+        from safetensors.torch import load_file
+
+        obj = RewardBT(backbone.tokenizer, task, max_len, tuned.model.config.hidden_size)
+        obj.head.weight.data.copy_(load_file(str(Path(adapter) / HEAD_FILE))["weight"])
+        what = "reward model"
+    else:
+        from adaptlab.train.dpo import DPO
+
+        cfg = Path(adapter) / "tune_config.json"
+        beta = json.loads(cfg.read_text()).get("feedback_config", {}).get("beta", 0.1) if cfg.exists() else 0.1
+        obj, what = DPO(backbone.tokenizer, task, max_len, beta), "policy (implicit reward)"
+    m = obj.evaluate(tuned, exs, batch_size)
+    return {"task": task.name, "adapter": str(adapter), "scored_as": what, "split": split, "n": len(exs),
+            "truncated_pairs": obj.truncated, **{k: round(v, 6) for k, v in m.items()}}
