@@ -40,6 +40,7 @@ SCHEMAS = {
     "pair_classification": ("text_a", "text_b", "label"),
     "qa": ("question", "answer"),
     "multiple_choice": ("question", "choices", "answer"),
+    "instruction": ("instruction", "input", "output"),     # Alpaca format; input may be empty
 }
 # fields a template may name, per schema (``choices`` renders as "A. ...\nB. ...")
 TEMPLATE_FIELDS = {
@@ -47,6 +48,7 @@ TEMPLATE_FIELDS = {
     "pair_classification": {"text_a", "text_b"},
     "qa": {"question"},
     "multiple_choice": {"question", "choices"},
+    "instruction": {"instruction", "input"},
 }
 ANSWER_TYPES = ("label", "number", "yesno", "text", "choice")
 METRICS = ("accuracy", "macro_f1", "exact_match")
@@ -92,8 +94,13 @@ class Task:
         return {k: example[k] for k in TEMPLATE_FIELDS[self.schema]}
 
     def render(self, example: dict, template: str | None = None) -> str:
-        """The prompt for one example, without its answer."""
-        return (template or self.template).format(**self.fields(example))
+        """The prompt for one example, without its answer. An ``instruction`` example with an
+        empty ``input`` drops the template's paragraphs (blank-line separated) that name ``{input}``
+        (Alpaca's no-input prompt)."""
+        template = template or self.template
+        if self.schema == "instruction" and not example.get("input", "").strip():
+            template = "\n\n".join(b for b in template.split("\n\n") if "{input}" not in b)
+        return template.format(**self.fields(example))
 
     def answers(self, example: dict) -> list[str]:
         """The candidate answer strings (unformatted): label words or choice texts."""
@@ -113,6 +120,8 @@ class Task:
             return example["label"]
         if self.schema == "multiple_choice":
             return example["gold_index"]
+        if self.schema == "instruction":
+            return example["output"]
         return example["answer"]
 
     def gold_index(self, example: dict) -> int:
@@ -126,6 +135,8 @@ class Task:
             return self.word(example["label"])
         if self.schema == "multiple_choice":
             return example["choices"][example["gold_index"]]
+        if self.schema == "instruction":
+            return example["output"]
         return example["answer"]
 
     def target_text(self, example: dict) -> str:
