@@ -167,6 +167,75 @@ def tune_cmd(task, method, model, sets, out, resume, epochs, max_steps, train_li
     _emit(res, format_table([row]) + f"\n\nadapter: {res['out']}", as_json, None)
 
 
+def _names(v: str | None) -> list[str]:
+    return [c.strip() for c in (v or "").split(",") if c.strip()]
+
+
+def _generalist_options(f):
+    for opt in reversed([
+            click.option("--mixture", default=None, help="Built-in mixture name (flan-mini) or a mixture YAML file."),
+            click.option("--hold-out", "hold_out", default=None, metavar="C1,C2",
+                         help="Clusters left out of training (evaluated zero-/few-shot afterwards)."),
+            click.option("--clusters", default=None, metavar="C1,C2",
+                         help="Train on these clusters only (default: all but --hold-out); the cluster-count ablation."),
+            click.option("--method", default="lora", show_default=True, type=_MethodChoice(), help="Tuning method."),
+            click.option("--model", default=None, help="Default name, HF id, model folder or .gguf (a decoder)."),
+            click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                         help="Method, training or objective option (k, chat, add_eos, max_seq_len ...). Repeatable."),
+            click.option("--out", required=True, help="Folder for the adapter, its config, log and checkpoint.")]):
+        f = opt(f)
+    return f
+
+
+def _generalist_report(res: dict, as_json: bool) -> None:
+    from adaptlab.report import format_table
+    from adaptlab.train import process_state
+
+    if not process_state().is_main_process:
+        return
+    row = {k: res.get(k) for k in ("method", "model", "n_train", "trainable_params", "adapter_bytes", "steps",
+                                   "train_seconds", "tokens_seen")}
+    _emit(res, format_table([row]) + f"\n\nadapter: {res['out']}", as_json, None)
+
+
+@click.command("instruct")
+@_generalist_options
+@click.option("--data", default=None, help="Instead of --mixture: an instruction-schema file or folder "
+              "(Alpaca format: instruction, input, output).")
+@click.option("--task", default=None, help="Instead of --mixture: an instruction-schema task (default alpaca with --data).")
+@_loop_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def instruct_cmd(mixture, hold_out, clusters, method, model, sets, out, data, task, resume, epochs, max_steps,
+                 train_limit, batch_size, lr, seed, as_json) -> None:
+    """Instruction-tune (FLAN-style mixture with held-out clusters, or Alpaca-style SFT); completion-only loss."""
+    from adaptlab.config import parse_sets
+    from adaptlab.train.sft import instruct
+
+    res = instruct(out=out, mixture=mixture, data=data, task=task, hold_out=_names(hold_out),
+                   clusters=_names(clusters), method=method, model=model, sets=parse_sets(sets), resume=resume,
+                   epochs=epochs, max_steps=max_steps, train_limit=train_limit, batch_size=batch_size, lr=lr, seed=seed)
+    _generalist_report(res, as_json)
+
+
+@click.command("metaicl")
+@_generalist_options
+@_loop_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def metaicl_cmd(mixture, hold_out, clusters, method, model, sets, out, resume, epochs, max_steps, train_limit,
+                batch_size, lr, seed, as_json) -> None:
+    """MetaICL: meta-train on k demonstrations + input of the training clusters' tasks (--set k=4)."""
+    from adaptlab.config import parse_sets
+    from adaptlab.errors import ConfigError
+    from adaptlab.train.metaicl import metaicl
+
+    if not mixture:
+        raise ConfigError("metaicl: --mixture is required")
+    res = metaicl(out=out, mixture=mixture, hold_out=_names(hold_out), clusters=_names(clusters), method=method,
+                  model=model, sets=parse_sets(sets), resume=resume, epochs=epochs, max_steps=max_steps,
+                  train_limit=train_limit, batch_size=batch_size, lr=lr, seed=seed)
+    _generalist_report(res, as_json)
+
+
 @click.command("pretrain")
 @click.option("--text", "text", default=None, help="Domain text to pretrain on (DAPT): a .txt file (a text per line) "
               "or a .jsonl/.csv/.tsv file (its 'text' field; --set text_field=...).")
@@ -327,6 +396,8 @@ COMMANDS: dict[str, click.Command] = {
     "eval": eval_cmd,
     "tune": tune_cmd,
     "pretrain": pretrain_cmd,
+    "instruct": instruct_cmd,
+    "metaicl": metaicl_cmd,
     "vocab": vocab_cmd,
     "merge": merge_cmd,
     "compare": compare_cmd,

@@ -141,6 +141,13 @@ def normalize(task: Task, rec: dict, path, line) -> dict:
             raise DataError(path, line, f"field 'label': expected a label name, got {type(label).__name__} {label!r}")
         if label not in task.labels:
             raise DataError(path, line, f"label {label!r} is not one of the task's labels ({', '.join(task.labels)})")
+    elif task.schema == "instruction":
+        out["instruction"] = _text(rec, "instruction", path, line)
+        out["output"] = _text(rec, "output", path, line)
+        inp = rec.get("input", "")
+        if not isinstance(inp, str):
+            raise DataError(path, line, f"field 'input': expected text, got {type(inp).__name__}")
+        out["input"] = inp
     elif task.schema == "qa":
         out["question"] = _text(rec, "question", path, line)
         if "answer" not in rec:

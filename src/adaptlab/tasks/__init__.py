@@ -41,6 +41,7 @@ SCHEMAS = {
     "qa": ("question", "answer"),
     "multiple_choice": ("question", "choices", "answer"),
     "preference": ("prompt", "chosen", "rejected"),      # a pair of replies, the human-preferred one first
+    "instruction": ("instruction", "input", "output"),     # Alpaca format; input may be empty
 }
 # fields a template may name, per schema (``choices`` renders as "A. ...\nB. ...")
 TEMPLATE_FIELDS = {
@@ -49,6 +50,7 @@ TEMPLATE_FIELDS = {
     "qa": {"question"},
     "multiple_choice": {"question", "choices"},
     "preference": {"prompt"},
+    "instruction": {"instruction", "input"},
 }
 ANSWER_TYPES = ("label", "number", "yesno", "text", "choice")
 METRICS = ("accuracy", "macro_f1", "exact_match")
@@ -95,8 +97,13 @@ class Task:
         return {k: example[k] for k in TEMPLATE_FIELDS[self.schema]}
 
     def render(self, example: dict, template: str | None = None) -> str:
-        """The prompt for one example, without its answer."""
-        return (template or self.template).format(**self.fields(example))
+        """The prompt for one example, without its answer. An ``instruction`` example with an
+        empty ``input`` drops the template's paragraphs (blank-line separated) that name ``{input}``
+        (Alpaca's no-input prompt)."""
+        template = template or self.template
+        if self.schema == "instruction" and not example.get("input", "").strip():
+            template = "\n\n".join(b for b in template.split("\n\n") if "{input}" not in b)
+        return template.format(**self.fields(example))
 
     def answers(self, example: dict) -> list[str]:
         """The candidate answer strings (unformatted): label words or choice texts."""
@@ -118,6 +125,8 @@ class Task:
             return example["gold_index"]
         if self.schema == "preference":
             return example["chosen"]
+        if self.schema == "instruction":
+            return example["output"]
         return example["answer"]
 
     def gold_index(self, example: dict) -> int:
@@ -133,6 +142,8 @@ class Task:
             return self.word(example["label"])
         if self.schema == "multiple_choice":
             return example["choices"][example["gold_index"]]
+        if self.schema == "instruction":
+            return example["output"]
         return example["answer"]
 
     def target_text(self, example: dict) -> str:

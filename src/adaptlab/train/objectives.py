@@ -101,20 +101,30 @@ class LMTarget(Objective):
         return feats
 
     def collate(self, feats: list[dict]) -> dict[str, torch.Tensor]:
-        ids, mask = pad_ids(feats, _pad_id(self.tok))
-        labels = torch.full_like(ids, -100)
-        for i, f in enumerate(feats):
-            n, t = f["n_target"], len(f["ids"])
-            labels[i, t - n: t] = ids[i, t - n: t]
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        return target_collate(feats, self.tok)
 
     def loss(self, model, batch):
-        h = model.body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])   # [B, L, H]
-        tgt = batch["labels"][:, 1:]                                          # [B, L-1]: position t predicts t+1
-        sel = tgt != -100
-        logits = model.lm_head(h[:, :-1][sel])                                # [N, V]
-        y = tgt[sel]
-        return F.cross_entropy(logits.float(), y), {"token_accuracy": (logits.argmax(-1) == y).float().mean()}
+        return target_loss(model, batch)
+
+
+def target_collate(feats: list[dict], tok) -> dict[str, torch.Tensor]:
+    """Rows whose last ``n_target`` tokens are the target: labels -100 everywhere else."""
+    ids, mask = pad_ids(feats, _pad_id(tok))
+    labels = torch.full_like(ids, -100)
+    for i, f in enumerate(feats):
+        n, t = f["n_target"], len(f["ids"])
+        labels[i, t - n: t] = ids[i, t - n: t]
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def target_loss(model, batch):
+    """Mean next-token cross-entropy over the target tokens of the batch (LM head on those only)."""
+    h = model.body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])   # [B, L, H]
+    tgt = batch["labels"][:, 1:]                                          # [B, L-1]: position t predicts t+1
+    sel = tgt != -100
+    logits = model.lm_head(h[:, :-1][sel])                                # [N, V]
+    y = tgt[sel]
+    return F.cross_entropy(logits.float(), y), {"token_accuracy": (logits.argmax(-1) == y).float().mean()}
 
 
 class HeadCE(Objective):
