@@ -192,3 +192,82 @@ def test_echo_logprobs_shape(served):
     assert lp.token_logprobs[0] is None and all(v <= 0 for v in lp.token_logprobs[1:])
     assert len(lp.tokens) == len(lp.text_offset) == len(lp.top_logprobs)
     assert r.choices[0].text.startswith("the cat sat")
+
+
+def test_adaptlab_eval_through_client_engine_matches_in_process(served, monkeypatch):
+    """``adaptlab eval --model openai:<url> --set model=lora`` == in-process eval with that adapter."""
+    from adaptlab.evaluate import evaluate, run
+    from adaptlab.data import load_split
+    from adaptlab.prompting import make_strategy
+    from adaptlab.tasks import load_task
+
+    monkeypatch.setenv("ADAPTLAB_API_KEY", KEY)
+    for prompt in ["zero-shot"]:
+        remote = run("reviews", "openai:" + served["url"], prompt=prompt, sets={"model": "lora"}, limit=8,
+                     progress=False)
+        spec = load_task("reviews")
+        lm = make_lm(served["bb"], model=served["local"]["lora"], truncate=spec.truncate)
+        local = evaluate(lm, spec, make_strategy(prompt, {}), load_split(spec, "test", None, 8), model_name="tiny")
+        assert remote.metrics == local.metrics
+        assert [r["prediction"] for r in remote.records] == [r["prediction"] for r in local.records]
+        assert remote.cost["prompt_tokens"] > 0
+
+
+def test_client_engine_refuses_server_without_echo_and_retries_429():
+    from adaptlab.engine.openai_client import OpenAILM
+    from adaptlab.errors import ModelError
+
+    calls = {"n": 0}
+
+    def no_echo(request):              # llama.cpp-like: completions without prompt log-probs
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        return httpx.Response(200, json={"choices": [{"text": "x", "logprobs": None}]})
+
+    lm = OpenAILM("openai:http://127.0.0.1:9", transport=httpx.MockTransport(no_echo))
+    with pytest.raises(ModelError, match="does not echo prompt log-probs"):
+        lm.score(["a"], [["b"]])
+
+    def busy_then_ok(request):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            return httpx.Response(429 if calls["n"] == 1 else 503, headers={"Retry-After": "0"}, json={"error": "busy"})
+        return httpx.Response(200, json={"choices": [{"index": 0, "text": "ok", "finish_reason": "stop"}],
+                                         "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
+
+    lm = OpenAILM("openai:http://127.0.0.1:9", model="m", transport=httpx.MockTransport(busy_then_ok), backoff=0.0)
+    assert lm.generate(["p"]) == [["ok"]] and calls["n"] == 3 and lm.cost.prompt_tokens == 3
+    calls["n"] = -100                  # always busy: gives up with one line after the retries
+    lm = OpenAILM("openai:http://127.0.0.1:9", model="m", retries=2, backoff=0.0,
+                  transport=httpx.MockTransport(lambda r: httpx.Response(503, json={"error": "down"})))
+    with pytest.raises(ModelError, match="HTTP 503 after 3 tries"):
+        lm.generate(["p"])
+
+
+def test_full_queue_answers_429_with_retry_after(served):
+    """A server whose queue holds one request: a burst gets 429 + Retry-After, never 5xx."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = ServeConfig(max_queue=1, max_batch=1)
+    reg = Registry(served["bb"], cfg)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(make_app(reg, cfg), host="127.0.0.1", port=port, log_level="error"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    try:
+        def post(_):
+            return httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=60,
+                              json={"prompt": "the cat", "max_tokens": 40, "temperature": 0})
+        with ThreadPoolExecutor(12) as pool:
+            rs = list(pool.map(post, range(12)))
+        codes = [r.status_code for r in rs]
+        assert set(codes) <= {200, 429} and 429 in codes and 200 in codes
+        assert all(r.headers.get("retry-after") for r in rs if r.status_code == 429)
+        assert httpx.get(f"http://127.0.0.1:{port}/health").json()["queued"] == 0
+    finally:
+        server.should_exit = True
+        th.join(timeout=10)

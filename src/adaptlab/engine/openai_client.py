@@ -28,7 +28,7 @@ PREFIX = "openai:"
 class OpenAILM:
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
                  concurrency: int = 4, retries: int = 5, backoff: float = 0.5, timeout: float = 300.0,
-                 progress=None, **_):
+                 progress=None, transport=None, **_):
         import httpx
 
         url = base_url[len(PREFIX):] if base_url.startswith(PREFIX) else base_url
@@ -37,7 +37,8 @@ class OpenAILM:
         url = url.rstrip("/")
         self.base_url = url if url.endswith("/v1") else url + "/v1"
         key = api_key or os.environ.get("ADAPTLAB_API_KEY") or os.environ.get("OPENAI_API_KEY")
-        self.client = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {key}"} if key else {})
+        self.client = httpx.Client(timeout=timeout, transport=transport,
+                                   headers={"Authorization": f"Bearer {key}"} if key else {})
         self.concurrency, self.retries, self.backoff = max(1, concurrency), retries, backoff
         self.cost = Cost()
         self.progress = progress
