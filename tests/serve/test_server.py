@@ -271,3 +271,48 @@ def test_full_queue_answers_429_with_retry_after(served):
     finally:
         server.should_exit = True
         th.join(timeout=10)
+
+
+def test_cli_serve_subprocess_health_auth_and_sigterm(tmp_path, served):
+    """``adaptlab serve`` as a real process: refuses a pickle adapter (exit 2); serves; SIGTERM ends it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import save_tiny
+
+    from adaptlab.models import load_backbone
+
+    folder = save_tiny(served["bb"], tmp_path / "tiny")
+    save_adapter(tmp_path / "lora", apply_method(load_backbone(folder), "lora", make_config("lora", {})))
+    bad = tmp_path / "pk"
+    bad.mkdir()
+    (bad / "adapter_model.bin").write_bytes(b"\x80\x04")
+    r = subprocess.run([sys.executable, "-m", "adaptlab", "serve", "--model", folder, "--adapter", f"pk={bad}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "pickle" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    port = _free_port()
+    p = subprocess.Popen([sys.executable, "-m", "adaptlab", "serve", "--model", folder, "--port", str(port),
+                          "--adapter", f"lora={tmp_path / 'lora'}"],
+                         env={**os.environ, "ADAPTLAB_API_KEY": KEY}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):                         # bounded: up to ~60 s for start-up
+            if p.poll() is not None:
+                break
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert p.poll() is None, p.communicate()[1][-2000:]
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 401
+        ids = [m["id"] for m in httpx.get(f"http://127.0.0.1:{port}/v1/models",
+                                          headers={"Authorization": f"Bearer {KEY}"}).json()["data"]]
+        assert "lora" in ids
+        p.send_signal(signal.SIGTERM)             # uvicorn shuts down gracefully, then re-raises the signal
+        assert p.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
