@@ -120,6 +120,9 @@ def make_app(reg, cfg) -> FastAPI:
     async def _invalid(_, e: RequestValidationError):
         parts = []
         for d in e.errors()[:3]:
+            if d.get("type") == "json_invalid":
+                parts.append(f"body: not valid JSON ({d.get('ctx', {}).get('error', d.get('msg'))})")
+                continue
             loc = ".".join(str(x) for x in d.get("loc", ()) if x != "body")
             parts.append(f"{loc or 'body'}: {d.get('msg')}")
         return _err(400, "; ".join(parts) or "invalid request", "invalid_request_error")
