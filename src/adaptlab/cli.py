@@ -390,6 +390,39 @@ def experiment_cmd(name, task, model, out, seeds, limit, data, n_adapters) -> No
         click.echo(f"\nreport: {res['out']}/report.html (and report.md)")
 
 
+@click.command("serve")
+@click.option("--model", default=None, help="The base: default name, HF id or model folder.")
+@click.option("--adapter", "adapters", multiple=True, metavar="NAME=PATH", help="An adapter to serve (repeatable).")
+@click.option("--adapter-root", "roots", multiple=True, metavar="DIR",
+              help="Folder that runtime /v1/load_lora_adapter paths must stay inside (repeatable).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--api-key", default=None, help="Required bearer key (default: $ADAPTLAB_API_KEY; none: no auth).")
+@click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Queued requests beyond this get 429 + Retry-After.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True, help="Rows per forward.")
+def serve_cmd(model, adapters, roots, host, port, api_key, max_queue, max_batch) -> None:
+    """Serve one base and many adapters behind an OpenAI-compatible API (FastAPI + uvicorn)."""
+    from adaptlab.errors import ConfigError
+    from adaptlab.models import check_model_ref
+    from adaptlab.serve import ServeConfig, serve
+    from adaptlab.serve.registry import NAME
+    from adaptlab.tuning.io import read_adapter
+
+    named = {}
+    for a in adapters:
+        name, sep, path = a.partition("=")
+        if not sep or not NAME.match(name) or not path:
+            raise ConfigError(f"--adapter {a!r}: expected NAME=PATH, NAME of [A-Za-z0-9._-]")
+        if name in named:
+            raise ConfigError(f"--adapter {name!r} given twice")
+        read_adapter(path)                       # missing folder / pickle weights: refused before loading
+        named[name] = path
+    check_model_ref(model)
+    serve(ServeConfig(model=model, adapters=named, adapter_roots=list(roots), host=host, port=port,
+                      api_key=api_key, max_queue=max_queue, max_batch=max_batch))
+
+
 COMMANDS: dict[str, click.Command] = {
     "models": models_cmd,
     "tasks": tasks_cmd,
@@ -402,6 +435,7 @@ COMMANDS: dict[str, click.Command] = {
     "merge": merge_cmd,
     "compare": compare_cmd,
     "experiment": experiment_cmd,
+    "serve": serve_cmd,
 }
 
 

@@ -94,13 +94,21 @@ def run(task: str, model: str | None = None, *, adapter: str | None = None, prom
 
     random.seed(seed)
     torch.manual_seed(seed)
+    remote = None
+    if model and model.startswith("openai:"):       # a model behind an OpenAI-compatible server
+        sets = dict(sets or {})
+        remote = sets.pop("model", None)            # --set model=<name>: the server's model / adapter
+        if adapter:
+            from adaptlab.errors import ConfigError
+
+            raise ConfigError("--adapter is local; with --model openai:... pick the server's adapter with --set model=NAME")
     spec = load_task(task)
     strategy = make_strategy(prompt, sets)          # bad --set values fail before any loading
     if adapter:                                     # and a bad model or adapter before reading data
         from adaptlab.tuning.io import read_adapter
 
         read_adapter(adapter)
-    if model or not adapter:
+    if (model or not adapter) and remote is None and not (model or "").startswith("openai:"):
         check_model_ref(model)
     examples = load_split(spec, split, data, limit)
     pool = None
@@ -108,13 +116,18 @@ def run(task: str, model: str | None = None, *, adapter: str | None = None, prom
         # a --data folder or hf dataset also holds the train split; a single file does not
         pool = load_split(spec, "train", data if data and (data.startswith("hf:") or Path(data).is_dir()) else None)
     tuned = None
-    if adapter:
-        from adaptlab.tuning.io import load_adapter  # the specialist half
+    if model and model.startswith("openai:"):
+        from adaptlab.engine.openai_client import OpenAILM
 
-        backbone, tuned = load_adapter(adapter, model)
+        lm = OpenAILM(model, model=remote, concurrency=min(batch_size, 8))
     else:
-        backbone = load_backbone(model)
-    lm = make_lm(backbone, model=tuned, batch_size=batch_size, truncate=spec.truncate)
+        if adapter:
+            from adaptlab.tuning.io import load_adapter  # the specialist half
+
+            backbone, tuned = load_adapter(adapter, model)
+        else:
+            backbone = load_backbone(model)
+        lm = make_lm(backbone, model=tuned, batch_size=batch_size, truncate=spec.truncate)
     bar = tqdm(total=len(examples), desc=f"{spec.name} {prompt}", file=sys.stderr, disable=None if progress else True,
                leave=False)
     from adaptlab.config import config_dict

@@ -1,0 +1,151 @@
+"""One worker thread runs every model call; requests wait in a bounded queue.
+
+Batching: the worker takes the oldest job, then every queued job that can share its forward
+passes -- same engine (adapter) and, for generation, the same sampling parameters -- up to
+``max_batch`` prompts, and runs them as one ``LocalLM.generate`` (shared prompt prefixes are
+computed once there) or one scoring forward. Jobs for different adapters run in turn, one group per
+adapter: rows of one forward pass use one adapter (per-row mixing of adapters inside a forward is
+not implemented). A full queue refuses at once (``QueueFull`` -> 429 + Retry-After); a cancelled
+job (client gone) is skipped when its turn comes.
+
+Prompt log-probs (``echo`` + ``logprobs``) come from one left-padded forward over the prompt:
+``log p(x_i | x_<i)`` for every token after the first, and the top-k alternatives.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+class QueueFull(Exception):
+    pass
+
+
+@dataclass
+class Job:
+    kind: str                         # "generate" | "logprobs"
+    lm: object                        # the engine (an adapter's LocalLM)
+    rows: list                        # generate: prompt strings; logprobs: token-id lists
+    params: tuple = ()                # generate: (n, max_tokens, temperature, top_p, stop, seed); logprobs: (top_k,)
+    future: Future = field(default_factory=Future)
+
+
+class Scheduler:
+    def __init__(self, max_queue: int, max_batch: int):
+        self.q: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
+        self.max_batch = max_batch
+        self._held: list[Job] = []    # taken from the queue, not yet run (other adapter / params)
+        self._stop = threading.Event()
+        self.busy = 0
+        self.thread = threading.Thread(target=self._loop, name="adaptlab-serve", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Job) -> Future:
+        try:
+            self.q.put_nowait(job)
+        except queue.Full:
+            raise QueueFull() from None
+        return job.future
+
+    def pending(self) -> int:
+        return self.q.qsize() + len(self._held)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=5)
+
+    # ------------------------------------------------------------------ worker
+    def _take(self) -> list[Job]:
+        if not self._held:
+            try:
+                self._held.append(self.q.get(timeout=0.05))
+            except queue.Empty:
+                return []
+        while True:                   # everything queued now joins the pool we pick from
+            try:
+                self._held.append(self.q.get_nowait())
+            except queue.Empty:
+                break
+        self._held = [j for j in self._held if not j.future.cancelled()]
+        if not self._held:
+            return []
+        first = self._held[0]
+        group, rest, n = [], [], 0
+        for j in self._held:
+            if (j.lm is first.lm and j.kind == first.kind and j.params == first.params
+                    and (not group or n + len(j.rows) <= self.max_batch)):
+                group.append(j)
+                n += len(j.rows)
+            else:
+                rest.append(j)
+        self._held = rest
+        return group
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            group = self._take()
+            if not group:
+                continue
+            self.busy = len(group)
+            for j in group:
+                j.future.set_running_or_notify_cancel()
+            try:
+                rows = [r for j in group for r in j.rows]
+                out = self._run(group[0], rows)
+                k = 0
+                for j in group:
+                    j.future.set_result(out[k:k + len(j.rows)])
+                    k += len(j.rows)
+            except Exception as e:    # handed to the request; the worker lives on
+                for j in group:
+                    if not j.future.done():
+                        j.future.set_exception(e)
+            finally:
+                self.busy = 0
+
+    def _run(self, job: Job, rows: list) -> list:
+        lm = job.lm
+        if job.kind == "generate":
+            n, max_tokens, temperature, top_p, stop, seed = job.params
+            texts = lm.generate(rows, n=n, max_new_tokens=max_tokens, temperature=temperature,
+                                stop=list(stop), top_p=top_p, seed=seed)
+            return [list(zip(t, r)) for t, r in zip(texts, lm.finish_reasons)]
+        return prompt_logprobs(lm, rows, job.params[0])
+
+
+@torch.no_grad()
+def prompt_logprobs(lm, rows: list[list[int]], top_k: int = 0) -> list[tuple[list, list]]:
+    """For each token-id row: ([None, lp_1 .. lp_{L-1}], [None, {id: lp} top-k per position])."""
+    out = []
+    for s in range(0, len(rows), lm.batch_size):
+        chunk = rows[s: s + lm.batch_size]
+        L = max(len(r) for r in chunk)
+        pad = lm.tok.pad_token_id if lm.tok.pad_token_id is not None else 0
+        ids = torch.full((len(chunk), L), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), L), dtype=torch.long)
+        for i, r in enumerate(chunk):
+            ids[i, L - len(r):] = torch.tensor(r)
+            mask[i, L - len(r):] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                          position_ids=pos.to(lm.device)).logits.float()
+        lp = F.log_softmax(logits, -1)                                        # [B, L, V]
+        lm.cost.forwards += 1
+        lm.cost.prompt_tokens += int(mask.sum())
+        for i, r in enumerate(chunk):
+            off = L - len(r)
+            tgt = torch.tensor(r[1:], device=lp.device)
+            row = lp[i, off:L - 1]                                            # predicts r[1:]
+            vals = row.gather(-1, tgt[:, None])[:, 0].tolist() if len(r) > 1 else []
+            tops: list = [None]
+            if top_k:
+                tv, ti = row.topk(min(top_k, row.shape[-1]), -1)
+                tops += [dict(zip(a, b)) for a, b in zip(ti.tolist(), tv.tolist())]
+            out.append(([None] + vals, tops))
+    return out
