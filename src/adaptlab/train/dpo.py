@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from adaptlab.errors import ConfigError
-from adaptlab.train.objectives import Objective
-from adaptlab.train.preference import collate_pairs, featurize_pairs, pad_id, sequence_logps
+from adaptlab.train.preference import PairObjective, sequence_logps
 
 
 def dpo_losses(pc, pr, rc, rr, beta: float, loss_type: str = "sigmoid", n_c=None, n_r=None) -> torch.Tensor:
@@ -33,7 +32,7 @@ def dpo_losses(pc, pr, rc, rr, beta: float, loss_type: str = "sigmoid", n_c=None
     return -F.logsigmoid(beta * (hc - hr))
 
 
-class DPO(Objective):
+class DPO(PairObjective):
     name = "dpo"
 
     def __init__(self, tokenizer, task, max_len: int, beta: float = 0.1, loss_type: str = "sigmoid",
@@ -46,17 +45,6 @@ class DPO(Objective):
         self.tok, self.task, self.max_len, self.beta, self.loss_type = tokenizer, task, max_len, beta, loss_type
         self.max_reply_len = max_reply_len
         self.truncated = 0
-
-    def featurize(self, examples: list[dict]) -> list[dict]:
-        feats, self.truncated = featurize_pairs(self.tok, self.task, examples, self.max_len, self.max_reply_len)
-        return feats
-
-    @staticmethod
-    def length(feat: dict) -> int:
-        return len(feat["prompt"]) + max(len(feat["chosen"]), len(feat["rejected"]))
-
-    def collate(self, feats: list[dict]) -> dict[str, torch.Tensor]:
-        return collate_pairs(feats, pad_id(self.tok))
 
     def logps(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(policy, reference) summed reply log-probs, [2B] each."""

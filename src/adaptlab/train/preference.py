@@ -25,6 +25,7 @@ import torch
 
 from adaptlab import text as text_path
 from adaptlab.config import check
+from adaptlab.train.objectives import Objective
 
 OBJECTIVES = ("task", "dpo", "reward", "grpo")
 DPO_LOSSES = ("sigmoid", "ipo")
@@ -124,3 +125,19 @@ def pad_id(tok) -> int:
 def pairwise_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"accuracy": (chosen > rejected).float().mean(), "margin": (chosen - rejected).mean(),
             "chosen": chosen.mean(), "rejected": rejected.mean()}
+
+
+class PairObjective(Objective):
+    """What DPO and the reward model share: a pair's featurization (prompt, chosen, rejected ids,
+    ``self.truncated`` counting the pairs cut), its length for bucketing, and its collation."""
+
+    def featurize(self, examples: list[dict]) -> list[dict]:
+        feats, self.truncated = featurize_pairs(self.tok, self.task, examples, self.max_len, self.max_reply_len)
+        return feats
+
+    @staticmethod
+    def length(feat: dict) -> int:
+        return len(feat["prompt"]) + max(len(feat["chosen"]), len(feat["rejected"]))
+
+    def collate(self, feats: list[dict]) -> dict[str, torch.Tensor]:
+        return collate_pairs(feats, pad_id(self.tok))

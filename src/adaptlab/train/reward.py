@@ -21,14 +21,12 @@ import torch
 from torch import nn
 
 from adaptlab.errors import ConfigError
-from adaptlab.train.objectives import Objective
-from adaptlab.train.preference import (collate_pairs, featurize_pairs, last_token_hidden, pad_id,
-                                       pairwise_metrics, reply_ids)
+from adaptlab.train.preference import (PairObjective, last_token_hidden, pad_id, pairwise_metrics, reply_ids)
 
 HEAD_FILE = "reward_head.safetensors"
 
 
-class RewardBT(Objective):
+class RewardBT(PairObjective):
     name = "reward"
 
     def __init__(self, tokenizer, task, max_len: int, hidden: int, max_reply_len: int | None = None):
@@ -39,17 +37,6 @@ class RewardBT(Objective):
         self.head = nn.Linear(hidden, 1, bias=False)
         nn.init.normal_(self.head.weight, std=1 / (hidden + 1) ** 0.5)
         self.truncated = 0
-
-    def featurize(self, examples: list[dict]) -> list[dict]:
-        feats, self.truncated = featurize_pairs(self.tok, self.task, examples, self.max_len, self.max_reply_len)
-        return feats
-
-    @staticmethod
-    def length(feat: dict) -> int:
-        return len(feat["prompt"]) + max(len(feat["chosen"]), len(feat["rejected"]))
-
-    def collate(self, feats: list[dict]) -> dict[str, torch.Tensor]:
-        return collate_pairs(feats, pad_id(self.tok))
 
     def rewards(self, model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = last_token_hidden(model, ids, mask)                            # [R, H]

@@ -68,15 +68,20 @@ class Config:
     max_rows: int = 1024                           # rows per forward when scoring a population
 
     def __post_init__(self):
-        check(self.d >= 1, f"d={self.d}: must be at least 1")
-        check(1 <= self.num_virtual_tokens <= 1024, f"num_virtual_tokens={self.num_virtual_tokens}: must be in [1, 1024]")
-        check(self.popsize >= 2, f"popsize={self.popsize}: CMA-ES needs a population of at least 2")
-        check(self.sigma > 0, f"sigma={self.sigma}: must be > 0")
-        check(self.bound >= 0, f"bound={self.bound}: must be >= 0 (0: unbounded)")
-        check(self.budget >= 1, f"budget={self.budget}: must be at least 1 model call")
-        check(self.rows_per_generation >= 0, "rows_per_generation: must be >= 0 (0: the whole train set)")
-        check(self.dev_every >= 0, "dev_every: must be >= 0 (0: only at the end)")
-        check(self.max_rows >= 1, "max_rows: must be at least 1")
+        check_search(self)
+
+
+def check_search(cfg) -> None:
+    """The checks BBT's and BBTv2's configs share (the subspace, CMA-ES and the call budget)."""
+    check(cfg.d >= 1, f"d={cfg.d}: must be at least 1")
+    check(1 <= cfg.num_virtual_tokens <= 1024, f"num_virtual_tokens={cfg.num_virtual_tokens}: must be in [1, 1024]")
+    check(cfg.popsize >= 2, f"popsize={cfg.popsize}: CMA-ES needs a population of at least 2")
+    check(cfg.sigma > 0, f"sigma={cfg.sigma}: must be > 0")
+    check(cfg.bound >= 0, f"bound={cfg.bound}: must be >= 0 (0: unbounded)")
+    check(cfg.budget >= 1, f"budget={cfg.budget}: must be at least 1 model call")
+    check(cfg.rows_per_generation >= 0, "rows_per_generation: must be >= 0 (0: the whole train set)")
+    check(cfg.dev_every >= 0, "dev_every: must be >= 0 (0: only at the end)")
+    check(cfg.max_rows >= 1, "max_rows: must be at least 1")
 
 
 def projection_matrix(rows: int, d: int, kind: str, scale: float, gen: torch.Generator) -> torch.Tensor:

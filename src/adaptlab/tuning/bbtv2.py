@@ -66,16 +66,8 @@ class Config:
     max_rows: int = 1024
 
     def __post_init__(self):
-        check(self.d >= 1, f"d={self.d}: must be at least 1")
-        check(1 <= self.num_virtual_tokens <= 1024, f"num_virtual_tokens={self.num_virtual_tokens}: must be in [1, 1024]")
-        check(self.popsize >= 2, f"popsize={self.popsize}: CMA-ES needs a population of at least 2")
-        check(self.sigma > 0, f"sigma={self.sigma}: must be > 0")
-        check(self.bound >= 0, f"bound={self.bound}: must be >= 0 (0: unbounded)")
-        check(self.budget >= 1, f"budget={self.budget}: must be at least 1 model call")
+        _bbt.check_search(self)
         check(self.gens_per_layer >= 1, "gens_per_layer: must be at least 1")
-        check(self.rows_per_generation >= 0, "rows_per_generation: must be >= 0 (0: the whole train set)")
-        check(self.dev_every >= 0, "dev_every: must be >= 0 (0: only at the end)")
-        check(self.max_rows >= 1, "max_rows: must be at least 1")
 
 
 class DeepPrompt(nn.Module):
