@@ -1,0 +1,127 @@
+"""Mixed adapters in one server vs the base alone vs one adapter at a time, side by side in one run.
+
+  base      : R requests x T new tokens, all for the base, sent at once (concurrency R)
+  mixed     : the same R requests spread round-robin over 8 adapters (lora, ia3, adapter, prefix,
+              prompt-tuning, p-tuning, p-tuning-v2, lora r=4) plus the base, sent at once
+  sequential: the mixed requests one at a time (per-request adapter switch)
+  peft      : anchor -- peft's LoRA-only mixed batch (``generate(adapter_names=...)``) over 8 LoRA
+              adapters, batches of 16, same prompts and T, in-process (no HTTP)
+and latency / tokens/s of the base at concurrency 1, 4, 16 (streams are sent whole once done, so
+time to first token equals the request's latency here).
+
+    OMP_NUM_THREADS=2 python bench/serve_mixed.py [--requests 64 --tokens 64 --model smollm2-135m-instruct]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import httpx  # noqa: E402
+import torch  # noqa: E402
+
+from _serve_common import make_adapters, start_server, stop_server  # noqa: E402
+
+PROMPTS = ["The capital of France is", "Once upon a time, a small dog", "The best way to learn a language is",
+           "In 1969, the first person", "A recipe for bread needs", "The stock market today",
+           "My favourite book is about", "Water boils at a temperature of"]
+
+
+def timed(url, bodies, conc):
+    client = httpx.Client(timeout=600)
+    lat, toks = [], 0
+
+    def one(b):
+        t = time.perf_counter()
+        r = client.post(url + "/v1/completions", json=b)
+        r.raise_for_status()
+        return time.perf_counter() - t, r.json()["usage"]["completion_tokens"]
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(conc) as pool:
+        for dt, n in pool.map(one, bodies):
+            lat.append(dt)
+            toks += n
+    return time.perf_counter() - t0, toks, lat
+
+
+def peft_anchor(bb, prompts, T, n_adapters=8, batch=16):
+    from peft import LoraConfig, get_peft_model
+
+    import copy
+    model = copy.deepcopy(bb.model)
+    cfg = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    pm = get_peft_model(model, cfg, adapter_name="a0")
+    for i in range(1, n_adapters):
+        pm.add_adapter(f"a{i}", cfg)
+    pm.eval()
+    tok = bb.tokenizer
+    tok.padding_side = "left"
+    names = [f"a{i % n_adapters}" for i in range(len(prompts))]
+    t0, n = time.perf_counter(), 0
+    with torch.no_grad():
+        for s in range(0, len(prompts), batch):
+            enc = tok(prompts[s:s + batch], return_tensors="pt", padding=True)
+            out = pm.generate(**enc, adapter_names=names[s:s + batch], max_new_tokens=T, do_sample=False,
+                              pad_token_id=tok.pad_token_id or tok.eos_token_id)
+            n += int((out[:, enc["input_ids"].shape[1]:] != (tok.pad_token_id or -1)).sum())
+    return time.perf_counter() - t0, n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=64)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--out", default="bench/results/serve_mixed.json")
+    a = ap.parse_args()
+
+    from adaptlab.models import load_backbone
+    from adaptlab.serve import ServeConfig
+
+    bb = load_backbone(a.model)
+    root = Path(tempfile.mkdtemp())
+    adapters = make_adapters(bb, root)
+    url, server, th, _ = start_server(bb, ServeConfig(adapters=adapters, adapter_roots=[str(root)],
+                                                      max_queue=1024, max_batch=16))
+    names = list(adapters) + ["base"]
+    prompts = [PROMPTS[i % len(PROMPTS)] + f" (#{i})" for i in range(a.requests)]
+    body = {"max_tokens": a.tokens, "temperature": 0}
+    base_b = [{**body, "model": "base", "prompt": p} for p in prompts]
+    mixed_b = [{**body, "model": names[i % len(names)], "prompt": p} for i, p in enumerate(prompts)]
+    timed(url, base_b[:4], 4)                          # warm-up
+    res = {}
+    for label, bodies, conc in [("base", base_b, a.requests), ("mixed", mixed_b, a.requests),
+                                ("sequential", mixed_b, 1)]:
+        wall, toks, lat = timed(url, bodies, conc)
+        res[label] = {"wall_s": round(wall, 2), "tokens": toks, "tokens_per_s": round(toks / wall, 1)}
+        print(label, res[label], flush=True)
+    conc_rows = {}
+    for c in (1, 4, 16):
+        wall, toks, lat = timed(url, base_b[:max(c, 4)][:16], c)
+        lat.sort()
+        conc_rows[c] = {"median_latency_s": round(lat[len(lat) // 2], 3), "tokens_per_s": round(toks / wall, 1)}
+        print("concurrency", c, conc_rows[c], flush=True)
+    stop_server(server, th)
+    wall, toks = peft_anchor(bb, prompts, a.tokens)
+    res["peft_adapter_names"] = {"wall_s": round(wall, 2), "tokens": toks, "tokens_per_s": round(toks / wall, 1)}
+    print("peft", res["peft_adapter_names"], flush=True)
+    doc = {"model": a.model, "requests": a.requests, "tokens": a.tokens, "adapters": len(adapters),
+           "adapter_types": sorted({n.rsplit("-", 1)[0] for n in adapters}), **res,
+           "mixed_over_base": round(res["mixed"]["wall_s"] / res["base"]["wall_s"], 3),
+           "sequential_over_mixed": round(res["sequential"]["wall_s"] / res["mixed"]["wall_s"], 3),
+           "mixed_over_peft": round(res["mixed"]["wall_s"] / res["peft_adapter_names"]["wall_s"], 3),
+           "by_concurrency_base": conc_rows}
+    print(json.dumps(doc, indent=2))
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
