@@ -37,19 +37,23 @@ def _err(status: int, message: str, code: str, headers=None) -> JSONResponse:
                         headers=headers)
 
 
-class Completion(BaseModel):
+class _Sampling(BaseModel):
+    """The fields /v1/completions and /v1/chat/completions share (OpenAI's names and ranges)."""
     model: Optional[str] = None
-    prompt: Union[str, list[str], list[int], list[list[int]]]
-    max_tokens: int = Field(16, ge=0)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, le=64)
     stop: Union[str, list[str], None] = None
     seed: Optional[int] = None
     stream: bool = False
+    model_config = {"extra": "allow"}
+
+
+class Completion(_Sampling):
+    prompt: Union[str, list[str], list[int], list[list[int]]]
+    max_tokens: int = Field(16, ge=0)
     echo: bool = False
     logprobs: Optional[int] = Field(None, ge=0, le=20)
-    model_config = {"extra": "allow"}
 
 
 class Message(BaseModel):
@@ -57,18 +61,10 @@ class Message(BaseModel):
     content: str
 
 
-class Chat(BaseModel):
-    model: Optional[str] = None
+class Chat(_Sampling):
     messages: list[Message] = Field(min_length=1)
     max_tokens: Optional[int] = Field(None, ge=0)
     max_completion_tokens: Optional[int] = Field(None, ge=0)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    n: int = Field(1, ge=1, le=64)
-    stop: Union[str, list[str], None] = None
-    seed: Optional[int] = None
-    stream: bool = False
-    model_config = {"extra": "allow"}
 
 
 class Tokenize(BaseModel):

@@ -83,25 +83,14 @@ def metaicl(*, out: str, mixture: str, hold_out: list[str] | None = None, cluste
             method: str = "lora", model: str | None = None, sets: dict | None = None, resume: bool = False,
             progress: bool = True, backbone=None, **train_values) -> dict:
     """Meta-train in the in-context format on a mixture minus held-out clusters; writes an adapter."""
-    import dataclasses
-
-    from adaptlab.config import build_config, config_dict
+    from adaptlab.config import config_dict
     from adaptlab.data import load_split
     from adaptlab.models import load_backbone, resolve_name
     from adaptlab.tasks.mixture import build, load_mixture, select
-    from adaptlab.train.loop import TrainConfig
     from adaptlab.train.sft import run_generalist
-    from adaptlab.train.tune import prepare_out, split_sets, train_subset
-    from adaptlab.tuning import get_method
+    from adaptlab.train.tune import build_configs, prepare_out, train_subset
 
-    m = get_method(method)
-    mvals, rest = split_sets(m.Config, dict(sets or {}), extra_cls=(MetaICLConfig,))
-    keys = {f.name for f in dataclasses.fields(MetaICLConfig)}
-    kcfg = build_config(MetaICLConfig, {k: v for k, v in rest.items() if k in keys}, where="--set")
-    tvals = {k: v for k, v in rest.items() if k not in keys}
-    tvals.update({k: v for k, v in train_values.items() if v is not None})
-    mcfg = build_config(m.Config, mvals, where=f"--method {method}")
-    tcfg = build_config(TrainConfig, tvals, where="training option")
+    m, mcfg, kcfg, tcfg = build_configs(method, sets, train_values, MetaICLConfig, "--set")
     mix = load_mixture(mixture)
     entries = select(mix, list(hold_out or []), list(clusters or []) or None)
     model_name = backbone.name if backbone is not None else resolve_name(model)

@@ -36,11 +36,11 @@ from typing import Literal
 
 import torch
 
-from adaptlab.config import atomic_write_json, build_config, check, config_dict
+from adaptlab.config import atomic_write_json, check, config_dict
 from adaptlab.errors import ConfigError
-from adaptlab.train.loop import Hooks, TrainConfig, process_state, train
+from adaptlab.train.loop import Hooks, process_state, train
 from adaptlab.train.objectives import CausalLM, MaskedLM
-from adaptlab.train.tune import adam_for, prepare_out, split_sets, train_subset
+from adaptlab.train.tune import adam_for, build_configs, prepare_out, train_subset
 
 CONFIG = "pretrain_config.json"
 META = "adaptlab_pretrain.json"
@@ -179,23 +179,13 @@ def _pretrain(text: str | None = None, task: str | None = None, method: str = "f
     from adaptlab.data import load_split, read_texts, task_texts
     from adaptlab.models import kind_of_ref, load_backbone, resolve_name
     from adaptlab.tasks import load_task
-    from adaptlab.tuning import apply_method, get_method
+    from adaptlab.tuning import apply_method
 
     if (text is None) == (task is None):
         raise ConfigError("pretrain: give the text to pretrain on: --text FILE (domain text) or --task T "
                           "(the task's train split, labels dropped)")
-    m = get_method(method)
     head_only = method == "head"                 # the MLM head alone, the body frozen: a warm-up for a new head
-    import dataclasses
-
-    mvals, rest = split_sets(m.Config, dict(sets or {}), extra_cls=(PretrainConfig,))
-    pf = {f.name for f in dataclasses.fields(PretrainConfig)}
-    pvals = {k: v for k, v in rest.items() if k in pf}
-    tvals = {k: v for k, v in rest.items() if k not in pf}
-    tvals.update({k: v for k, v in train_values.items() if v is not None})
-    mcfg = build_config(m.Config, mvals, where=f"--method {method}")
-    tcfg = build_config(TrainConfig, tvals, where="training option")
-    pcfg = build_config(PretrainConfig, pvals, where="pretraining option")
+    m, mcfg, pcfg, tcfg = build_configs(method, sets, train_values, PretrainConfig, "pretraining option")
     kind = backbone.kind if backbone is not None else kind_of_ref(model)
     model_name = backbone.name if backbone is not None else resolve_name(model)
     objective_name = resolve_objective(pcfg.objective, kind, model_name)

@@ -116,28 +116,17 @@ def instruct(*, out: str, mixture: str | None = None, data: str | None = None, t
              model: str | None = None, sets: dict | None = None, resume: bool = False, progress: bool = True,
              backbone=None, **train_values) -> dict:
     """Instruction-tune on a mixture (minus held-out clusters) or on one ``instruction`` task/file."""
-    from adaptlab.config import build_config, config_dict
+    from adaptlab.config import config_dict
     from adaptlab.data import load_split
     from adaptlab.errors import ConfigError
     from adaptlab.models import load_backbone, resolve_name
     from adaptlab.tasks import load_task
     from adaptlab.tasks.mixture import load_mixture, select
-    from adaptlab.train.loop import TrainConfig
-    from adaptlab.train.tune import prepare_out, split_sets, train_subset
-    from adaptlab.tuning import get_method
+    from adaptlab.train.tune import build_configs, prepare_out, train_subset
 
     if (mixture is None) == (data is None and task is None):
         raise ConfigError("instruct: give either --mixture, or --data FILE / --task T of the instruction schema")
-    m = get_method(method)
-    mvals, rest = split_sets(m.Config, dict(sets or {}), extra_cls=(SFTConfig,))
-    import dataclasses
-
-    sft_keys = {f.name for f in dataclasses.fields(SFTConfig)}
-    scfg = build_config(SFTConfig, {k: v for k, v in rest.items() if k in sft_keys}, where="--set")
-    tvals = {k: v for k, v in rest.items() if k not in sft_keys}
-    tvals.update({k: v for k, v in train_values.items() if v is not None})
-    mcfg = build_config(m.Config, mvals, where=f"--method {method}")
-    tcfg = build_config(TrainConfig, tvals, where="training option")
+    m, mcfg, scfg, tcfg = build_configs(method, sets, train_values, SFTConfig, "--set")
     seed = scfg.mix_seed if scfg.mix_seed is not None else tcfg.seed
     model_name = backbone.name if backbone is not None else resolve_name(model)
     resolved = {"method": method, "model": model_name, "method_config": config_dict(mcfg),

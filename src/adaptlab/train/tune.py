@@ -50,6 +50,26 @@ def split_sets(method_cls, sets: dict, extra_cls=()) -> tuple[dict, dict]:
     return {k: v for k, v in sets.items() if k in mf}, {k: v for k, v in sets.items() if k not in mf}
 
 
+def build_configs(method: str, sets: dict | None, train_values: dict, extra_cls, extra_where: str):
+    """``--set`` values + the loop's CLI options -> (method entry, method config, ``extra_cls`` config,
+    TrainConfig): one split for every recipe with its own options (pretrain, feedback, SFT, MetaICL)."""
+    import dataclasses
+
+    from adaptlab.config import build_config
+    from adaptlab.tuning import get_method
+
+    m = get_method(method)
+    mvals, rest = split_sets(m.Config, dict(sets or {}), (extra_cls,))
+    keys = {f.name for f in dataclasses.fields(extra_cls)}
+    evals = {k: v for k, v in rest.items() if k in keys}
+    tvals = {k: v for k, v in rest.items() if k not in keys}
+    tvals.update({k: v for k, v in train_values.items() if v is not None})
+    ecfg = build_config(extra_cls, evals, where=extra_where)
+    mcfg = build_config(m.Config, mvals, where=f"--method {method}")
+    tcfg = build_config(TrainConfig, tvals, where="training option")
+    return m, mcfg, ecfg, tcfg
+
+
 def train_subset(examples: list, limit: int | None) -> list:
     """The first ``limit`` examples after a fixed shuffle (the same subset for every seed)."""
     if limit is None or limit >= len(examples):
@@ -232,26 +252,16 @@ def tune(task: str, method: str, model: str | None = None, *, out: str, **kwargs
 def _tune(task: str, method: str, model: str | None = None, *, out: str, sets: dict | None = None,
           resume: bool = False, data: str | None = None, progress: bool = True, backbone=None,
           init: str | None = None, vocab: str | None = None, **train_values) -> dict:
-    from adaptlab.config import build_config
     from adaptlab.data import load_split
     from adaptlab.errors import DataError
     from adaptlab.models import load_backbone, resolve_name
     from adaptlab.tasks import load_task
     from adaptlab.tuning import apply_method, check_task, get_method
 
-    import dataclasses
-
     from adaptlab.train.preference import PreferenceConfig
 
     spec = load_task(task)
-    m = get_method(method)
-    mvals, tvals = split_sets(m.Config, dict(sets or {}), (PreferenceConfig,))
-    pkeys = {f.name for f in dataclasses.fields(PreferenceConfig)}
-    pvals = {k: tvals.pop(k) for k in list(tvals) if k in pkeys}
-    tvals.update({k: v for k, v in train_values.items() if v is not None})
-    mcfg = build_config(m.Config, mvals, where=f"--method {method}")
-    tcfg = build_config(TrainConfig, tvals, where="training option")
-    pcfg = build_config(PreferenceConfig, pvals, where="feedback option")
+    m, mcfg, pcfg, tcfg = build_configs(method, sets, train_values, PreferenceConfig, "feedback option")
     if spec.schema == "preference" and pcfg.objective not in ("dpo", "reward"):
         raise ConfigError(f"task {spec.name} is a preference task: pass --set objective=dpo or --set objective=reward")
     if pcfg.objective in ("dpo", "reward") and spec.schema != "preference":
