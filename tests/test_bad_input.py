@@ -241,3 +241,16 @@ def test_bad_input(row, assets, tmp_path, monkeypatch, capsys):
 def test_catalog_is_big_enough():
     assert len(ROWS) >= 25
     assert len(ROWS_II) >= 25
+
+
+def test_every_row_is_documented():
+    """docs/reliability.md has a table row per catalog row, whose message holds the words checked."""
+    doc = (Path(__file__).parents[1] / "docs" / "reliability.md").read_text()
+    documented = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) >= 4:
+            documented[cells[0]] = cells[-1]
+    for rid, _, words in ROWS:
+        assert rid in documented, f"{rid} has no row in docs/reliability.md"
+        assert words in documented[rid], f"{rid}: the documented message lacks {words!r}"

@@ -210,3 +210,32 @@ def test_check_place_creates_nothing(tmp_path):
     check_place(tmp_path / "a" / "b" / "c.json", "file")
     check_place(tmp_path / "x", "folder")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_full_disk_at_the_end_prints_the_results_and_one_line(tmp_path, tiny_folder, capsys, monkeypatch):
+    """Every run finished, then the disk filled: the table is printed, one line names the file that
+    could not be written, exit 2; results.jsonl keeps what was written before (no partial file)."""
+    monkeypatch.setenv("ADAPTLAB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "cmp"
+    import adaptlab.compare as cmp
+
+    real, calls = cmp._run_prompt, []
+
+    def run_then_fill_disk(*a, **k):
+        res = real(*a, **k)
+        calls.append(1)
+        if len(calls) == 2:                                           # the disk fills during the 2nd run
+            monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+        return res
+
+    monkeypatch.setattr(cmp, "_run_prompt", run_then_fill_disk)
+    code, stdout, err = _run(["compare", "--task", "reviews", "--model", tiny_folder, "--runs", "zero-shot,instruction",
+                              "--limit", "2", "--out", str(out)], capsys)
+    assert code == 2, err
+    lines = [line for line in err if line.startswith("error: ")]
+    assert lines == [f"error: {out / 'results.jsonl'}: could not write (No space left on device); the results are "
+                     f"printed above"], err
+    assert "zero-shot" in stdout and "instruction" in stdout          # both rows are on the screen
+    kept = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["run"] for r in kept] == ["zero-shot"]                 # the first run's record was written
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "a temporary file was left"

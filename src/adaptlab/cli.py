@@ -356,16 +356,22 @@ def compare_cmd(task, model, runs, seeds, out, limit, data, train_limit, epochs,
                 as_json) -> None:
     """Run prompting strategies and tuning methods on one task; write results and a report."""
     from adaptlab.compare import DEFAULT_RUNS, CompareConfig, compare
+    from adaptlab.errors import ResultsNotWritten
     from adaptlab.report import COLUMNS, _display_rows, format_table, summarize
 
     cfg = CompareConfig(task=task, model=model, runs=runs or DEFAULT_RUNS, seeds=seeds, limit=limit, data=data,
                         train_limit=train_limit, epochs=epochs, max_steps=max_steps, batch_size=batch_size)
     out = out or f"runs/compare-{cfg.task.rsplit('/', 1)[-1].removesuffix('.yaml')}"
-    recs = compare(cfg, out)
+    try:
+        recs, lost = compare(cfg, out), None
+    except ResultsNotWritten as e:             # every run finished; print them, then say what was lost
+        recs, lost = e.records, e
     rows = summarize(recs)
     doc = {"out": out, "rows": rows, "results": f"{out}/results.jsonl", "report": f"{out}/report.html"}
     table = format_table(_display_rows(rows), COLUMNS)
-    _emit(doc, table + f"\n\nreport: {out}/report.html (and report.md)", as_json, None)
+    _emit(doc, table + ("" if lost else f"\n\nreport: {out}/report.html (and report.md)"), as_json, None)
+    if lost:
+        raise lost
 
 
 @click.command("experiment")

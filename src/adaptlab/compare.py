@@ -27,7 +27,7 @@ from pathlib import Path
 
 from adaptlab.config import atomic_write_json, atomic_write_text, build_config, check, config_dict
 from adaptlab import stages
-from adaptlab.errors import ConfigError, UserError
+from adaptlab.errors import ConfigError, ResultsNotWritten, UserError
 
 DEFAULT_RUNS = "zero-shot,instruction,few-shot:k=4,head,lora"
 RESULTS = "results.jsonl"
@@ -250,11 +250,18 @@ def _compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dic
                        traceback=traceback.format_exc(limit=8))
         rec["seconds"] = round(time.perf_counter() - t0, 2)
         recs = [r for r in recs if (r["run"], r["seed"]) != (spec.label, seed)] + [rec]
-        _write_results(outp, recs)
+        try:
+            _write_results(outp, recs)
+        except OSError as e:          # a full disk: keep the records in memory, try again at the end
+            print(f"  could not write {outp / RESULTS} ({e.strerror or e}); kept in memory", file=sys.stderr)
         if rec["status"] != "ok":
             print(f"  failed: {rec['error']}", file=sys.stderr)
     order = {s.label: k for k, s in enumerate(specs)}
     recs.sort(key=lambda r: (order.get(r["run"], 1e9), r["seed"]))
-    _write_results(outp, recs)
-    write_report(outp, recs, settings)
+    for path, write in ((outp / RESULTS, lambda: _write_results(outp, recs)),
+                        (outp / "report.html", lambda: write_report(outp, recs, settings))):
+        try:
+            write()
+        except OSError as e:
+            raise ResultsNotWritten(path, e.strerror or str(e), recs) from None
     return recs

@@ -63,7 +63,7 @@ def iter_file(path: str | Path):
             except json.JSONDecodeError as e:
                 raise DataError(path, i, f"bad JSON: {e.msg} (column {e.colno})") from None
             except ValueError as e:          # an integer of over 4300 digits
-                raise DataError(path, i, f"bad JSON: {str(e).splitlines()[0][:100]}") from None
+                raise DataError(path, i, f"bad JSON: {untrusted.json_error(e)}") from None
             if not isinstance(rec, dict):
                 raise DataError(path, i, f"expected a JSON object, got {type(rec).__name__}")
             yield i, rec
@@ -119,8 +119,8 @@ def _checked(v: str, key: str, path, line) -> str:
     """A text field within ``max_field_chars`` and valid Unicode (JSON can spell a lone surrogate)."""
     cap = untrusted.limits().max_field_chars
     if len(v) > cap:
-        raise DataError(path, line, f"field {key!r} is {len(v)} characters, over the limit max_field_chars={cap} "
-                                    f"(raise it with ADAPTLAB_LIMITS=max_field_chars=N)")
+        raise DataError(path, line, f"field {key!r} is {len(v)} characters, over "
+                                    f"{untrusted.limit_hint('max_field_chars', cap)}")
     bad = untrusted.find_unencodable(v)
     if bad is not None:
         raise DataError(path, line, f"field {key!r}: not valid Unicode text ({bad})")

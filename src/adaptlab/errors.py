@@ -35,6 +35,15 @@ class ModelError(UserError):
     """A model name, path or file cannot be loaded."""
 
 
+class ResultsNotWritten(UserError):
+    """Every run finished but its results (or report) could not be written, e.g. a full disk. Holds
+    the records so that the caller can still print them."""
+
+    def __init__(self, path, why: str, records: list):
+        self.records = records
+        super().__init__(f"{path}: could not write ({why}); the results are printed above")
+
+
 class AdapterError(UserError):
     """An adapter folder is missing, unsafe, or does not fit the base model."""
 

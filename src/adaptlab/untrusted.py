@@ -71,8 +71,17 @@ def limits() -> Limits:
     return build_config(Limits, values, where="ADAPTLAB_LIMITS")
 
 
-def _hint(name: str) -> str:
-    return f"the limit {name} (raise it with ADAPTLAB_LIMITS={name}=N)"
+def limit_hint(name: str, cap: Any = None) -> str:
+    value = "" if cap is None else f"={cap}"
+    return f"the limit {name}{value} (raise it with ADAPTLAB_LIMITS={name}=N)"
+
+
+def json_error(e: ValueError) -> str:
+    """One short line for a JSON value error (CPython's long-integer message names a Python call)."""
+    text = str(e).splitlines()[0]
+    if "integer string conversion" in text:
+        return "an integer of over 4300 digits"
+    return text[:120]
 
 
 def human(n: float) -> str:
@@ -123,10 +132,10 @@ def read_bytes(path: str | os.PathLike, err, max_bytes: int | None = None, limit
     with open_regular(path, err) as f:
         size = os.fstat(f.fileno()).st_size
         if size > cap:
-            raise err(f"file is {human(size)}, over {_hint(limit_name)}={cap}")
+            raise err(f"file is {human(size)}, over {limit_hint(limit_name, cap)}")
         data = f.read(cap + 1)
     if len(data) > cap:                     # grew while we read it
-        raise err(f"file is over {_hint(limit_name)}={cap}")
+        raise err(f"file is over {limit_hint(limit_name, cap)}")
     return data
 
 
@@ -142,7 +151,7 @@ def iter_lines(f: BinaryIO, err_at, max_bytes: int | None = None):
             return
         i += 1
         if len(line) > cap and not (len(line) == cap + 1 and line.endswith(b"\n")):
-            raise err_at(i, f"record is over {_hint('max_record_bytes')}={cap} bytes")
+            raise err_at(i, f"record is over {limit_hint('max_record_bytes', f'{cap} bytes')}")
         yield i, line.rstrip(b"\n").rstrip(b"\r")
 
 
@@ -160,7 +169,7 @@ def read_json(path: str | os.PathLike, err) -> Any:
     except RecursionError:
         raise err("not readable JSON (nested too deeply)") from None
     except ValueError as e:               # json.JSONDecodeError, or an integer of over 4300 digits
-        raise err(f"not readable JSON ({str(e).splitlines()[0][:120]})") from None
+        raise err(f"not readable JSON ({json_error(e)})") from None
     bad = find_unencodable(doc)
     if bad is not None:
         raise err(f"not valid Unicode text: {bad}")
@@ -207,7 +216,7 @@ def count_nodes(value: Any, cap: int) -> int:
 def check_yaml_size(value: Any, err) -> None:
     cap = limits().max_yaml_nodes
     if count_nodes(value, cap) > cap:
-        raise err(f"the document expands to over {cap} values (YAML aliases?), over {_hint('max_yaml_nodes')}")
+        raise err(f"the document expands to over {cap} values (YAML aliases?), over {limit_hint('max_yaml_nodes', cap)}")
 
 
 # --------------------------------------------------------------------------- tensors
@@ -228,4 +237,4 @@ def check_finite(tensors: dict, err) -> None:
             raise err(name, f"holds non-finite values ({bad}; {int((~finite).sum())} of {t.numel()})")
         big = float(t.detach().abs().max())
         if big > cap:
-            raise err(name, f"holds a value of magnitude {big:.3g}, over {_hint('max_abs_weight')}={cap:g}")
+            raise err(name, f"holds a value of magnitude {big:.3g}, over {limit_hint('max_abs_weight', f'{cap:g}')}")

@@ -247,8 +247,8 @@ def load_adapter(adapter_dir, model_name: str | None = None, backbone=None):
     if meta and meta.get("task"):
         try:
             task = task_from_dict(meta["task"], str(d / META))
-        except UserError as e:
-            raise AdapterError(f"{d}: {e}") from None
+        except UserError as e:                   # the message already names adaptlab.json
+            raise AdapterError(str(e)) from None
     # 3. the tuned model and its tensors
     try:
         tuned = apply_method(backbone, method.name, config, task)
