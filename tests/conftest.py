@@ -129,3 +129,26 @@ def run_cli(args: list[str]) -> int:
     with pytest.raises(SystemExit) as e:
         main(args)
     return e.value.code
+
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME",
+                "ADAPTLAB_THREADS")
+
+
+@pytest.fixture(autouse=True)
+def _restore_thread_policy():
+    """CLI runs in this process apply adaptlab.threads; put torch and the environment back after."""
+    import torch
+
+    from adaptlab import threads
+
+    n, env, choice = torch.get_num_threads(), {k: os.environ.get(k) for k in _THREAD_VARS}, threads._CHOICE
+    yield
+    threads._CHOICE = choice
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)

@@ -75,3 +75,13 @@ def test_html_report_carries_the_verdict(tmp_path):
     write_report(tmp_path, RECORDS, {"task": "reviews", "model": "m", "seeds": 2, "limit": 100})
     html = (tmp_path / "report.html").read_text()
     assert '<p id="verdict">Best: <b>lora</b>' in html
+
+
+def test_report_shows_the_thread_policy(tmp_path, monkeypatch):
+    from adaptlab import threads
+
+    monkeypatch.setattr(threads, "_CHOICE", {"threads": 1, "source": "auto", "cpus": 2, "processes": 1,
+                                             "busy": 1.3, "wait": "PASSIVE"})
+    write_report(tmp_path, RECORDS, {"task": "reviews", "model": "m", "seeds": 2, "limit": 100})
+    assert "CPU threads: 1 (auto: 2 cpus, 1.3 busy; OpenMP wait passive)." in (tmp_path / "report.md").read_text()
+    assert 'id="threads">CPU threads: 1 (auto' in (tmp_path / "report.html").read_text()

@@ -19,6 +19,10 @@ def _emit(doc: dict, table: str, as_json: bool, out: str | None) -> None:
     place gone read-only) loses nothing, the result is on the screen and one line says so."""
     from adaptlab.config import atomic_write_json
 
+    from adaptlab import threads
+
+    if threads.describe() is not None and isinstance(doc, dict):
+        doc.setdefault("threads", threads.describe())      # the thread policy this run used
     if as_json:
         click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
@@ -443,6 +447,23 @@ COMMANDS: dict[str, click.Command] = {
     "experiment": experiment_cmd,
     "serve": serve_cmd,
 }
+
+
+def _apply_threads(ctx, param, value):
+    """Every heavy command's --threads: parsed eagerly, so the policy is set before any command
+    body imports torch (see adaptlab.threads)."""
+    from adaptlab import threads
+
+    threads.apply(value)
+    return value
+
+
+for _name in ("eval", "tune", "pretrain", "instruct", "metaicl", "vocab", "merge", "compare", "experiment", "serve"):
+    COMMANDS[_name].params.append(click.Option(
+        ["--threads"], default=None, metavar="N|auto|torch", is_eager=True, expose_value=False,
+        callback=_apply_threads,
+        help="CPU threads for torch (default: ADAPTLAB_THREADS, else auto: the free cores this process may "
+             "use; OpenMP waits passively). 'torch' leaves torch's own default."))
 
 
 @click.group(commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})

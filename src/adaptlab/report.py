@@ -258,6 +258,8 @@ def markdown_report(rows: list[dict], settings: dict, plots: list[str]) -> str:
     lines.append(f"Test examples: {settings.get('limit') or 'all'}; seeds: {settings.get('seeds')}; "
                  f"tuning: {settings.get('train_limit') or 'all'} train examples, {settings.get('epochs')} epoch(s)"
                  + (f", at most {settings['max_steps']} steps" if settings.get("max_steps") else "") + ".")
+    if settings.get("threads"):
+        lines.append(f"CPU threads: {settings['threads']}.")
     lines.append("")
     advice = verdict(rows)
     if advice:
@@ -315,6 +317,7 @@ img {{ max-width: 640px; border: 1px solid #eee; }}
 <h1>{html.escape(title)}</h1>
 <p>Test examples: {html.escape(str(settings.get('limit') or 'all'))}; seeds: {settings.get('seeds')};
 tuning on {html.escape(str(settings.get('train_limit') or 'all'))} train examples.</p>
+{('<p id="threads">CPU threads: ' + html.escape(str(settings['threads'])) + '.</p>') if settings.get('threads') else ''}
 {('<h2>Which way to adapt</h2><p id="verdict">' + advice + '</p>') if advice else ''}
 <table id="results"><thead><tr>{head}</tr></thead><tbody>
 {body}</tbody></table>
@@ -331,7 +334,11 @@ def write_report(out, recs: list[dict], settings: dict) -> dict:
 
     from adaptlab.config import atomic_write_bytes, atomic_write_text
 
+    from adaptlab import threads
+
     out = Path(out)
+    if not settings.get("threads") and threads.describe() is not None:
+        settings = {**settings, "threads": threads.summary()}     # the policy this process ran under
     rows = summarize(recs)
     plots = make_plots(rows, recs) if any("mean" in r for r in rows) else {}
     for name, png in plots.items():
