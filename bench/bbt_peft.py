@@ -1,6 +1,10 @@
 """A BBT adapter (n=50, d=500, a random z) saved by adaptlab, loaded by peft.PeftModel.from_pretrained:
 the option log-probabilities of three contexts x two options, adaptlab LocalLM vs peft, max abs diff.
 Runs on the tiny random decoder of tests/conftest.py (seconds on a CPU):  python bench/bbt_peft.py"""
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import sys, json, warnings, numpy as np, torch
 sys.path.insert(0, "tests"); sys.path.insert(0, "tests/tuning")
 from conftest import make_tiny_decoder

@@ -13,6 +13,10 @@ Prints candidates/s for each and the ratios; checks that the losses agree (max a
 
 from __future__ import annotations
 
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import argparse
 import json
 import time

@@ -10,6 +10,10 @@ mostly phrases, its validation split whole sentences).
 
 from __future__ import annotations
 
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import argparse
 import os
 

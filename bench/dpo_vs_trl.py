@@ -16,6 +16,10 @@ alternate ``--rounds`` times and the medians are reported.
 
 from __future__ import annotations
 
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import argparse
 import json
 import os

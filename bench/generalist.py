@@ -16,6 +16,10 @@ few-shot:k=4 with the same seeded demonstrations. Raw rows go to bench/results/g
 
 from __future__ import annotations
 
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import argparse
 import json
 import os

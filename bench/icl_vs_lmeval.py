@@ -12,6 +12,10 @@ rows hold demos + input, so adaptlab packs more rows per forward for a similar t
 
 from __future__ import annotations
 
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import argparse
 import json
 import os

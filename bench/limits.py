@@ -9,6 +9,10 @@ one line) or evaluated (exit 0). Not a timed test: run it by hand.
 
 from __future__ import annotations
 
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import argparse
 import json
 import os

@@ -6,6 +6,10 @@ measured side by side (the target, 3 s, came with a first load of ~20 s).
     python bench/load_time.py
 """
 
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import argparse
 import os
 import statistics

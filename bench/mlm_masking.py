@@ -11,6 +11,10 @@ padding positions were ever chosen (target 0). ``tests/train/test_pretrain.py`` 
 
 from __future__ import annotations
 
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import argparse
 
 import torch

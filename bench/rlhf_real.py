@@ -16,6 +16,10 @@ grpo: GRPO with the exact-match reward on multiarith (train = its train split, t
 
 from __future__ import annotations
 
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import argparse
 import json
 import sys

@@ -15,6 +15,10 @@ is the same; the table prints tokens generated as a check.
 
 from __future__ import annotations
 
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import argparse
 import json
 import os

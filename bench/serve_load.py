@@ -11,6 +11,10 @@ queue after the run, and RSS after warm-up vs after the run.
 
 from __future__ import annotations
 
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import argparse
 import json
 import random

@@ -14,6 +14,10 @@ time to first token equals the request's latency here).
 
 from __future__ import annotations
 
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import argparse
 import json
 import sys

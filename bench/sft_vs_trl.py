@@ -15,6 +15,10 @@ lr 1e-3, no warm-up, linear decay, no weight decay, grad-norm clip 1.0). Prints 
 
 from __future__ import annotations
 
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import argparse
 import json
 import os

@@ -17,6 +17,10 @@ registry's learning rates) and scored on SST-2's validation split (872 sentences
 
 from __future__ import annotations
 
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import argparse
 import json
 import os

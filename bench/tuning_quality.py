@@ -17,6 +17,10 @@ its accuracy is kept in the row and printed as another column.
 
 from __future__ import annotations
 
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import argparse
 import json
 import os

@@ -13,6 +13,10 @@
 
 from __future__ import annotations
 
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import argparse
 import json
 import statistics

@@ -8,6 +8,10 @@ encoder (minilm-l6): embedding similarity between the rendered input and each la
     ADAPTLAB_DATA_DIR=../shared/data python bench/zero_shot.py [--limit N]
 """
 
+from adaptlab import threads
+
+threads.apply()    # the thread policy (adaptlab.threads), before torch starts its pools
+
 import argparse
 import time
 
