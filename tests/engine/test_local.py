@@ -147,3 +147,26 @@ def test_cache_passed_under_the_models_own_argument_name(tiny_decoder, tiny_enco
         with torch.no_grad():
             enc.classify(ids, torch.ones_like(ids))
     assert not [w for w in caught if "past_key_values" in str(w.message)]
+
+
+@pytest.mark.parametrize("head", ["", DEMOS])
+def test_multiple_choice_runs_each_question_once(tiny_decoder, head):
+    """K multi-token options of one question: the question's tokens run once, then only the options
+    (N x prompt + N x K x option), and the scores are those of a full forward per option."""
+    questions = [head + q for q in ("Question: What colour is the sky on a clear summer day?\nAnswer:",
+                                    "Which animal on the farm says moo every morning?\nAnswer:",
+                                    "Where do most penguins live, far away in the south?\nAnswer:")]
+    options = [[" the red apple", " a blue car", " green tea leaves", " none of them at all"]] * 3
+    grouped, flat = LocalLM(tiny_decoder), LocalLM(tiny_decoder, group_options=False)
+    got, ref = grouped.score(questions, options), flat.score(questions, options)
+    for q, opts, row, ref_row in zip(questions, options, got, ref):
+        for o, s, r in zip(opts, row, ref_row):
+            assert s.logprob == pytest.approx(sum(full_logprobs(tiny_decoder, q, o)), abs=1e-4)
+            assert s.token_logprobs == pytest.approx(r.token_logprobs, abs=1e-4)
+    enc = grouped._encode_pair
+    prompt = sum(len(enc(q, opts[0])[0]) for q, opts in zip(questions, options))
+    option = sum(len(enc(q, o)[1]) for q, opts in zip(questions, options) for o in opts)
+    # each question once (its last token runs with the options), each option's tokens but its last
+    assert grouped.cost.prompt_tokens <= prompt + option
+    own = prompt - len(questions) * (len(grouped.encode(head)) if head else 0)     # the questions' own tokens
+    assert flat.cost.prompt_tokens >= 4 * own       # the old path: every question once per option

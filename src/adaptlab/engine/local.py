@@ -17,6 +17,8 @@ otherwise the prefix KV is expanded to every row and ``generate`` copies the pre
 times. While decoding, the rows' own keys/values sit in a buffer with room for the new tokens
 (``shared_prefix.RoomyLayer``): a step writes one slot instead of re-concatenating the
 whole [B, H, T, d] cache. Rows are dropped as they finish (EOS or a stop string).
+Multi-token options of one context (multiple choice) are scored after that context's KV, computed
+once (``_score_grouped``): N x prompt + N x K x option tokens, not N x K x (prompt + option).
 """
 
 from __future__ import annotations
@@ -50,12 +52,13 @@ def _common_prefix(seqs: list[list[int]]) -> int:
 class LocalLM:
     def __init__(self, backbone, model=None, batch_size: int = 16, max_length: int | None = None,
                  truncate: str = "left", progress=None, share_prefix: bool = True,
-                 pack_tokens: int = 512):
+                 pack_tokens: int = 512, group_options: bool = True):
         self.backbone = backbone
         self.model = model if model is not None else backbone.model
         # attend to a shared prefix without per-row copies where the model's attention allows it
         self.share_prefix = share_prefix and shared_prefix.supported(self.model)
         self.pack_tokens = pack_tokens      # real tokens per forward when rows are packed (scoring)
+        self.group_options = group_options  # multi-token options of one context: the context runs once
         self.plain = model is None or model is backbone.model   # a bare HF model: may skip all-ones masks
         self.tok = backbone.tokenizer
         self.batch_size = batch_size
@@ -109,6 +112,51 @@ class LocalLM:
         kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
         self._prefix = (key, kv)
         return kv
+
+    def _extend_kv(self, kv: list | None, ids: list[int], start: int) -> list:
+        """The KV of ``prefix + ids`` from the prefix's KV ``kv`` ([1, H, start, d] per layer, or
+        None when start is 0): one forward over ``ids`` alone."""
+        cache = None
+        if kv is not None:
+            cache = DynamicCache(ddp_cache_data=[(k, v) for k, v in kv], config=self.model.config)
+        n = len(ids)
+        out = self._forward(input_ids=torch.tensor([ids], device=self.device),
+                            attention_mask=torch.ones((1, start + n), dtype=torch.long, device=self.device),
+                            position_ids=torch.arange(start, start + n, device=self.device)[None],
+                            past_key_values=cache, use_cache=True, logits_to_keep=1)
+        self.cost.forwards += 1
+        self.cost.prompt_tokens += n
+        return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+    def _score_grouped(self, rows, results) -> list:
+        """Multi-token options of one context (multiple choice): the context runs once and only
+        the options after it, N x prompt + N x K x option tokens instead of N x K x (prompt +
+        option). The contexts' common start (few-shot demonstrations) is cached once across them.
+        Returns the rows left for the ungrouped path."""
+        groups: dict[int, list[int]] = {}
+        for k, (_, opts) in enumerate(rows):
+            if len(opts) == 1:
+                groups.setdefault(opts[0][0], []).append(k)
+        plans = []                                  # (group prefix ids, row indices)
+        for ks in groups.values():
+            if len(ks) < 2:
+                continue
+            seqs = [rows[k][0] for k in ks]
+            # every row keeps the len(c) positions that predict its option c after the prefix
+            Pg = min(_common_prefix(seqs), min(len(rows[k][0]) - len(rows[k][1][0][2]) for k in ks))
+            if Pg >= MIN_PREFIX:
+                plans.append((seqs[0][:Pg], ks))
+        if not plans:
+            return rows
+        heads = [p for p, _ in plans]
+        Pb = min(_common_prefix(heads), min(len(h) for h in heads) - 1) if len(heads) > 1 else 0
+        base = self._prefix_kv(heads[0][:Pb]) if Pb >= MIN_PREFIX else None
+        Pb = Pb if base is not None else 0
+        for head, ks in plans:
+            kv = self._extend_kv(base, head[Pb:], Pb)                     # [1, H, |head|, d] per layer
+            self._score_packed(rows, sorted(ks, key=lambda k: -len(rows[k][0])), head, results, kv=kv)
+        done = {k for _, ks in plans for k in ks}
+        return [r for k, r in enumerate(rows) if k not in done]
 
     def _batch_inputs(self, rows: list[list[int]], prefix: list[int], room: int = 0):
         """Left-pad ``rows`` after the cached ``prefix``; returns model kwargs (``room``: free
@@ -200,11 +248,13 @@ class LocalLM:
                     seq = (self._fit_context(ctx_ids, len(c)) + c)[:-1]     # encode_lm's row, less its last token
                     rows.append((seq, [(i, j, c)]))
             self.cost.truncated = before + (self.cost.truncated > before)  # count inputs, not option rows
+        results: list[list[OptionScore | None]] = [[None] * len(o) for o in options]
+        if self.group_options and self.share_prefix:
+            rows = self._score_grouped(rows, results)
         # every row keeps after the prefix the positions that predict its options
         need = [max(len(c) for _, _, c in opts) if len(opts) == 1 else 1 for _, opts in rows]
         P = self._split_prefix([r for r, _ in rows], need) if rows else 0
         prefix = rows[0][0][:P] if P else []
-        results: list[list[OptionScore | None]] = [[None] * len(o) for o in options]
         order = sorted(range(len(rows)), key=lambda k: -len(rows[k][0]))
         if P and self.share_prefix:
             self._score_packed(rows, order, prefix, results)
@@ -230,7 +280,7 @@ class LocalLM:
         self.cost.seconds += time.perf_counter() - t0
         return results  # type: ignore[return-value]
 
-    def _score_packed(self, rows, order: list[int], prefix: list[int], results) -> None:
+    def _score_packed(self, rows, order: list[int], prefix: list[int], results, kv: list | None = None) -> None:
         """Score rows that share the cached ``prefix`` packed end to end, ~``pack_tokens`` real
         tokens a forward and no padding: the linear layers (most of the time) see only real
         tokens, in the chunk size this CPU's matmuls run fastest at; only the attention over the
@@ -239,7 +289,7 @@ class LocalLM:
             [ prefix P ][ row a | row b | row c ]       position_ids restart at P for every row
         """
         P = len(prefix)
-        kv = self._prefix_kv(prefix)
+        kv = kv if kv is not None else self._prefix_kv(prefix)
         s = 0
         while s < len(order):
             pack, T = [], 0
