@@ -113,36 +113,38 @@ class LocalLM:
         self._prefix = (key, kv)
         return kv
 
-    def _extend_kv(self, kv: list | None, ids: list[int], start: int) -> list:
-        """The KV of ``prefix + ids`` from the prefix's KV ``kv`` ([1, H, start, d] per layer, or
-        None when start is 0): one forward over ``ids`` alone."""
-        cache = None
-        if kv is not None:
-            cache = DynamicCache(ddp_cache_data=[(k, v) for k, v in kv], config=self.model.config)
-        n = len(ids)
-        out = self._forward(input_ids=torch.tensor([ids], device=self.device),
-                            attention_mask=torch.ones((1, start + n), dtype=torch.long, device=self.device),
-                            position_ids=torch.arange(start, start + n, device=self.device)[None],
-                            past_key_values=cache, use_cache=True, logits_to_keep=1)
-        self.cost.forwards += 1
-        self.cost.prompt_tokens += n
-        return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, L] ids and mask, each row's tokens at the end."""
+        L = max(len(r) for r in seqs)
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        ids = torch.full((len(seqs), L), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), L), dtype=torch.long)
+        for i, r in enumerate(seqs):
+            ids[i, L - len(r):] = torch.tensor(r)
+            mask[i, L - len(r):] = 1
+        return ids, mask
 
     def _score_grouped(self, rows, results) -> list:
         """Multi-token options of one context (multiple choice): the context runs once and only
         the options after it, N x prompt + N x K x option tokens instead of N x K x (prompt +
-        option). The contexts' common start (few-shot demonstrations) is cached once across them.
+        option). Per batch of questions, two forwards::
+
+            prefill  [ base B ][ pad | question q ]                   -> KV [G, H, B + Lq, d]
+            options  KV[g(row)] + [ pad | option tokens ]             -> logits of the options
+
+        (``base``: the questions' common start, e.g. few-shot demonstrations, cached once; an
+        option row attends to its own question's KV through the attention mask, pads masked.)
         Returns the rows left for the ungrouped path."""
         groups: dict[int, list[int]] = {}
         for k, (_, opts) in enumerate(rows):
             if len(opts) == 1:
                 groups.setdefault(opts[0][0], []).append(k)
-        plans = []                                  # (group prefix ids, row indices)
+        plans = []                                  # (question ids, row indices)
         for ks in groups.values():
             if len(ks) < 2:
                 continue
             seqs = [rows[k][0] for k in ks]
-            # every row keeps the len(c) positions that predict its option c after the prefix
+            # every row keeps the len(c) positions that predict its option c after the question
             Pg = min(_common_prefix(seqs), min(len(rows[k][0]) - len(rows[k][1][0][2]) for k in ks))
             if Pg >= MIN_PREFIX:
                 plans.append((seqs[0][:Pg], ks))
@@ -152,11 +154,56 @@ class LocalLM:
         Pb = min(_common_prefix(heads), min(len(h) for h in heads) - 1) if len(heads) > 1 else 0
         base = self._prefix_kv(heads[0][:Pb]) if Pb >= MIN_PREFIX else None
         Pb = Pb if base is not None else 0
-        for head, ks in plans:
-            kv = self._extend_kv(base, head[Pb:], Pb)                     # [1, H, |head|, d] per layer
-            self._score_packed(rows, sorted(ks, key=lambda k: -len(rows[k][0])), head, results, kv=kv)
+        plans.sort(key=lambda p: -len(p[0]))
+        s = 0
+        while s < len(plans):                       # questions per batch: ~batch_size option rows
+            chunk, n_rows = [], 0
+            while s < len(plans) and (not chunk or n_rows + len(plans[s][1]) <= self.batch_size):
+                chunk.append(plans[s])
+                n_rows += len(plans[s][1])
+                s += 1
+            self._score_chunk(rows, chunk, base, Pb, results)
+            if self.progress:
+                self.progress(n_rows)
         done = {k for _, ks in plans for k in ks}
         return [r for k, r in enumerate(rows) if k not in done]
+
+    def _score_chunk(self, rows, chunk, base, Pb: int, results) -> None:
+        G, dev = len(chunk), self.device
+        q_ids, q_mask = self._left_pad([head[Pb:] for head, _ in chunk])            # [G, Lq]
+        cache = None
+        if base is not None:                        # [1, H, Pb, d] -> [G, H, Pb, d]
+            cache = DynamicCache(ddp_cache_data=[(k.expand(G, -1, -1, -1), v.expand(G, -1, -1, -1)) for k, v in base],
+                                 config=self.model.config)
+        q_full = torch.cat([torch.ones((G, Pb), dtype=torch.long), q_mask], 1)        # [G, Pb + Lq]
+        out = self._forward(input_ids=q_ids.to(dev), attention_mask=q_full.to(dev),
+                            position_ids=(Pb + q_mask.cumsum(-1) - 1).clamp(min=Pb).to(dev),
+                            past_key_values=cache, use_cache=True, logits_to_keep=1)
+        self.cost.forwards += 1
+        self.cost.prompt_tokens += int(q_mask.sum())
+        kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]   # [G, H, Pb + Lq, d]
+        owner = [g for g, (_, ks) in enumerate(chunk) for _ in ks]
+        tails = [rows[k][0][len(head):] for head, ks in chunk for k in ks]
+        o_ids, o_mask = self._left_pad(tails)                                        # [R, Lo]
+        sel = torch.tensor(owner, device=dev)
+        o_cache = DynamicCache(ddp_cache_data=[(k.index_select(0, sel), v.index_select(0, sel)) for k, v in kv],
+                               config=self.model.config)                             # [R, H, Pb + Lq, d]
+        lengths = q_full.sum(1)[torch.tensor(owner)]                                  # tokens before each option
+        full = torch.cat([q_full[torch.tensor(owner)], o_mask], 1)                    # [R, Pb + Lq + Lo]
+        K = max(len(rows[k][1][0][2]) for _, ks in chunk for k in ks)
+        logits = self._forward(input_ids=o_ids.to(dev), attention_mask=full.to(dev),
+                               position_ids=(lengths[:, None] + o_mask.cumsum(-1) - 1).to(dev),
+                               past_key_values=o_cache, use_cache=True, logits_to_keep=K).logits   # [R, K, V]
+        self.cost.forwards += 1
+        self.cost.prompt_tokens += int(o_mask.sum())
+        logp = F.log_softmax(logits.float(), dim=-1)
+        r = 0
+        for _, ks in chunk:
+            for k in ks:
+                i, j, c = rows[k][1][0]
+                lp = logp[r, torch.arange(K - len(c), K), torch.tensor(c)].tolist()   # the last len(c) positions
+                results[i][j] = OptionScore(logprob=float(sum(lp)), token_logprobs=lp)
+                r += 1
 
     def _batch_inputs(self, rows: list[list[int]], prefix: list[int], room: int = 0):
         """Left-pad ``rows`` after the cached ``prefix``; returns model kwargs (``room``: free
@@ -280,7 +327,7 @@ class LocalLM:
         self.cost.seconds += time.perf_counter() - t0
         return results  # type: ignore[return-value]
 
-    def _score_packed(self, rows, order: list[int], prefix: list[int], results, kv: list | None = None) -> None:
+    def _score_packed(self, rows, order: list[int], prefix: list[int], results) -> None:
         """Score rows that share the cached ``prefix`` packed end to end, ~``pack_tokens`` real
         tokens a forward and no padding: the linear layers (most of the time) see only real
         tokens, in the chunk size this CPU's matmuls run fastest at; only the attention over the
@@ -289,7 +336,7 @@ class LocalLM:
             [ prefix P ][ row a | row b | row c ]       position_ids restart at P for every row
         """
         P = len(prefix)
-        kv = kv if kv is not None else self._prefix_kv(prefix)
+        kv = self._prefix_kv(prefix)
         s = 0
         while s < len(order):
             pack, T = [], 0
