@@ -240,8 +240,27 @@ def _hf_rows(task: Task, dataset: str, config: str | None, split: str) -> tuple[
     return where, rows
 
 
+def _missing_split(folder: Path, split: str) -> str:
+    """Why ``folder`` has no ``split`` file, and the key that would fix it."""
+    have = sorted(f.name for f in folder.iterdir() if f.suffix in SUFFIXES) if folder.is_dir() else []
+    if not have:
+        return f"no {split}.jsonl/.csv/.tsv in this folder (it holds no .jsonl/.csv/.tsv file)"
+    stem = Path(have[0]).stem
+    if len(have) == 1 and stem not in ("train", "dev", "validation", "test"):
+        return (f"no {split}.jsonl/.csv/.tsv in this folder, only {have[0]}: add `splits:` to the task, e.g. "
+                f"splits: {{train: \"{stem}[:-1000]\", test: \"{stem}[-1000:]\"}} with shuffle_seed: 0 (see docs/tasks.md)")
+    return (f"no {split}.jsonl/.csv/.tsv in this folder (it holds {', '.join(have[:6])}): name the split "
+            "files after the task's `splits:` or change them (see docs/tasks.md)")
+
+
+def _is_single_file(data: str | None) -> bool:
+    return bool(data) and not data.startswith("hf:") and Path(data).expanduser().is_file()
+
+
 def locate(task: Task, split: str, data: str | None = None) -> tuple[str, Any]:
-    """Where a split comes from: ``("file", Path)`` or ``("hf", (dataset, config, split))``."""
+    """Where a split comes from: ``("file", Path)`` or ``("hf", (dataset, config, split))``.
+    A single ``--data`` file stands for whatever split is asked for (``load_split`` still applies
+    the role's slice to it)."""
     if data:
         if data.startswith("hf:"):
             parts = data[3:].split(":")
@@ -250,16 +269,19 @@ def locate(task: Task, split: str, data: str | None = None) -> tuple[str, Any]:
         if p.is_dir():
             f = _find_in_dir(p, split)
             if f is None:
-                raise DataError(p, None, f"no {split}.jsonl/.csv/.tsv in this folder")
+                raise DataError(p, None, _missing_split(p, split))
             return "file", f
         if not p.exists():
             raise DataError(p, None, "file not found")
         return "file", p
     env = os.environ.get("ADAPTLAB_DATA_DIR")
     if env:
-        f = _find_in_dir(Path(env).expanduser() / task.name, split)
+        folder = Path(env).expanduser() / task.name
+        f = _find_in_dir(folder, split)
         if f is not None:
             return "file", f
+        if folder.is_dir() and "package" not in task.source and "hf" not in task.source:
+            raise DataError(folder, None, _missing_split(folder, split))
     src = task.source
     if "package" in src:
         f = _find_in_dir(DATA_DIR / src["package"], split)
@@ -272,35 +294,84 @@ def locate(task: Task, split: str, data: str | None = None) -> tuple[str, Any]:
     raise DataError(task.name, None, f"no data for split {split!r}: give --data or set ADAPTLAB_DATA_DIR{hint}")
 
 
+def map_fields(task: Task, rec: dict, path=None, line=None) -> dict:
+    """A local record with the task's ``source.fields`` column mapping applied (ours <- theirs,
+    e.g. ``{label: label_fine}``), as for Hugging Face data: a mapped column wins over a column
+    already named like ours, the other columns are kept, and a record without the mapped column
+    keeps its own (the shared files already use the schema's names)."""
+    fields = task.source.get("fields") or {}
+    if not fields:
+        return rec
+    for ours, theirs in fields.items():
+        if theirs not in rec and ours not in rec:
+            raise DataError(path, line, f"missing field {ours!r} (nor {theirs!r}, its column in the task's source.fields)")
+    r = {ours: rec[theirs] for ours, theirs in fields.items() if theirs in rec}
+    for k, v in rec.items():
+        r.setdefault(k, v)
+    return r
+
+
+def _note(msg: str) -> None:
+    import sys
+
+    print(f"note: {msg}", file=sys.stderr)
+
+
+def _check_slice_labels(task: Task, records: list[dict], path, split: str, spec: str, whole: list[dict]) -> None:
+    """One stderr line when a slice of an unshuffled source holds a single label while the
+    whole source holds several (a sorted file sliced from its end)."""
+    if not task.is_classification or task.shuffle_seed is not None or len(records) < 2:
+        return
+    got = {r["label"] for r in records}
+    if len(got) == 1 and len({r["label"] for r in whole}) > 1:
+        _note(f"{path}: split {split!r} ({spec}) holds only label {next(iter(got))!r} ({len(records)} records): "
+              "the data is sliced unshuffled; add `shuffle_seed: 0` to the task (see docs/tasks.md)")
+
+
 def load_split(task: Task, split: str, data: str | None = None, limit: int | None = None) -> list[dict]:
     """Validated records of ``split`` (a role like ``test``/``train``/``dev`` mapped through the
-    task's ``splits``, or a split spec such as ``validation`` or ``all[:2000]``)."""
-    name, sl = parse_split(task.split_spec(split))
+    task's ``splits``, or a split spec such as ``validation`` or ``all[:2000]``).
+
+    A single ``--data`` file stands for the data split the role names: the role's slice (after
+    the ``shuffle_seed`` shuffle) is applied to it, so ``all[:-1500]`` and ``all[-1000:]`` give
+    disjoint train and test records of one file."""
+    spec = task.split_spec(split)
+    name, sl = parse_split(spec)
     kind, where = locate(task, name, data)
     if kind == "hf":
         path, rows = _hf_rows(task, *where)
     else:
         path = where
-        if data and Path(data).expanduser().is_file():
-            sl = None  # an explicit file is taken whole
+        if _is_single_file(data) and split == "train":
+            test_name, _ = parse_split(task.split_spec("test"))
+            if test_name != name:
+                _note(f"{path}: read as split {name!r} ({spec}) for {split}; the task tests on split "
+                      f"{test_name!r}, so keep test examples out of this file (or give a folder with "
+                      f"{name}.jsonl and {test_name}.jsonl)")
         if sl is None and limit is not None:
             # the first N are kept and checked; the rest of the file is streamed through the JSON
             # reader (a broken line anywhere is still found) but not held or schema-checked
             records = []
             for line, rec in iter_file(where):
                 if len(records) < limit:
-                    records.append(normalize(task, rec, path, line))
+                    records.append(normalize(task, map_fields(task, rec, path, line), path, line))
             if not records:
                 raise DataError(path, None, "file has no records")
             return records
-        rows = read_file(where)
+        rows = [(line, map_fields(task, rec, path, line)) for line, rec in read_file(where)]
         if not rows:
             raise DataError(path, None, "file has no records")
     records = [normalize(task, rec, path, line) for line, rec in rows]
     if sl is not None:
+        whole = records
         if task.shuffle_seed is not None:
+            records = list(records)
             random.Random(task.shuffle_seed).shuffle(records)
         records = records[sl]
+        if not records:
+            raise DataError(path, None, f"split {split!r} is {spec}, which leaves none of this source's "
+                                        f"{len(whole)} records; give more data or change the task's `splits:`")
+        _check_slice_labels(task, records, path, split, spec, whole)
     if limit is not None:
         records = records[:limit]
     if not records:
