@@ -212,3 +212,20 @@ def test_source_fields_map_local_columns(tmp_path):
     assert [(r["text"], r["label"]) for r in csv_got] == [("a", "neg"), ("b", "pos")]
     with pytest.raises(DataError, match=r"x2.jsonl:1: missing field 'label' \(nor 'label_fine', its column in the task's source.fields\)"):
         load_split(t, "test", str(write(tmp_path / "x2.jsonl", jsonl([{"sentence": "a"}]))))
+
+
+def test_answer_and_answer_letter_must_agree(tmp_path):
+    """Issue 28 (3): a stale answer_letter is refused, naming the file and line."""
+    t = load_task("commonsenseqa")
+    ok = {"question": "q?", "choices": ["a", "b", "c"], "answer": "b", "answer_letter": "B"}
+    stale = dict(ok, answer_letter="A")
+    p = write(tmp_path / "mc.jsonl", jsonl([ok, stale]))
+    with pytest.raises(DataError) as e:
+        load_split(t, "test", str(p))
+    assert e.value.line == 2 and str(p) in str(e.value)
+    assert "answer_letter 'A' points at choice 'a', but answer is 'b'" in str(e.value)
+    lettered = dict(ok, answer_letter="(2)", choice_letters=["(1)", "(2)", "(3)"])
+    assert load_split(t, "test", str(write(tmp_path / "l.jsonl", jsonl([lettered]))))[0]["gold_index"] == 1
+    short = dict(ok, choice_letters=["A", "B"])
+    with pytest.raises(DataError, match="choice_letters': expected a list of 3 letters"):
+        load_split(t, "test", str(write(tmp_path / "s.jsonl", jsonl([short]))))

@@ -182,16 +182,24 @@ def normalize(task: Task, rec: dict, path, line) -> dict:
         if len(choices) > len(LETTERS):
             raise DataError(path, line, f"field 'choices': at most {len(LETTERS)} choices")
         out["choices"] = [_checked(c, "choices", path, line) for c in choices]
-        letter = rec.get("answer_letter")
+        # the gold: answer_letter (read against choice_letters, else A, B, C...) or the answer
+        # text; a record with both must have them agree
+        letter, ans = rec.get("answer_letter"), rec.get("answer")
         if letter is not None:
             letters = rec.get("choice_letters") or list(LETTERS[: len(choices)])
+            if not isinstance(letters, list) or len(letters) != len(choices):
+                raise DataError(path, line, f"field 'choice_letters': expected a list of {len(choices)} letters, "
+                                            "one per choice")
             if letter not in letters:
                 raise DataError(path, line, f"answer_letter {letter!r} is not one of {letters}")
             out["gold_index"] = list(letters).index(letter)
+            if ans is not None and ans != choices[out["gold_index"]]:
+                raise DataError(path, line, f"answer_letter {letter!r} points at choice "
+                                            f"{choices[out['gold_index']][:60]!r}, but answer is {str(ans)[:60]!r}: "
+                                            "fix one (or drop answer_letter to use answer)")
         else:
-            ans = rec.get("answer")
             if ans is None:
-                raise DataError(path, line, "missing field 'answer'")
+                raise DataError(path, line, "missing field 'answer' (or 'answer_letter')")
             if ans not in choices:
                 raise DataError(path, line, f"answer {ans!r} is not one of the choices")
             out["gold_index"] = choices.index(ans)

@@ -82,3 +82,37 @@ def test_parse_split():
     assert parse_split("validation") == ("validation", None)
     assert parse_split("all[:-2000]") == ("all", slice(None, -2000))
     assert parse_split("test[50:100]") == ("test", slice(50, 100))
+
+
+@pytest.mark.parametrize("body, words", [
+    ("labels: [no, yes]\ntemplate: '{text}'\n",
+     r"labels: \[False, True\] are YAML booleans .*quote them: labels: \['no', 'yes'\]"),
+    ("labels: [1, 2]\ntemplate: '{text}'\n", r"labels: \[1, 2\] are YAML numbers, not texts; quote them: labels: \['1', '2'\]"),
+    ("labels: ['no', 'yes']\nverbalizer: {no: nope, 'yes': yep}\ntemplate: '{text}'\n",
+     r"verbalizer keys: \[False\] are YAML booleans"),
+    ("labels: ['no', 'yes']\nverbalizer: {'no': no, 'yes': yes}\ntemplate: '{text}'\n",
+     r"verbalizer words: \[False, True\] are YAML booleans.*quote them: 'no', 'yes'"),
+    ("labels: [a, b]\nsource: {label_names: [off, on]}\ntemplate: '{text}'\n", r"source.label_names: \[False, True\]"),
+    ("labels: [a, b]\nstop: [1]\ntemplate: '{text}'\n", r"stop: \[1\] are YAML numbers"),
+])
+def test_yaml_booleans_and_numbers_are_refused_with_the_fix(tmp_path, body, words):
+    """Issue 28 (2): an unquoted no/yes is a YAML boolean; the task file is refused with the fix."""
+    with pytest.raises(TaskError, match=words):
+        load_task_file(_write(tmp_path, "name: t\nschema: classification\n" + body))
+
+
+@pytest.mark.parametrize("schema, body, words", [
+    ("qa", "labels: ['no', 'yes']\ntemplate: 'Q: {question}'\nanswer_type: yesno\n",
+     "labels: a qa task has no fixed labels.*answer_type: yesno"),
+    ("multiple_choice", "labels: [a, b]\ntemplate: '{question}'\n", "labels: a multiple_choice task has no fixed labels"),
+    ("qa", "verbalizer: {'no': n}\ntemplate: '{question}'\n", "verbalizer: a qa task has no labels"),
+])
+def test_labels_outside_classification_are_refused(tmp_path, schema, body, words):
+    with pytest.raises(TaskError, match=words):
+        load_task_file(_write(tmp_path, f"name: t\nschema: {schema}\n" + body))
+
+
+def test_quoted_yes_no_labels_load(tmp_path):
+    t = load_task_file(_write(tmp_path, "name: t\nschema: classification\nlabels: ['no', 'yes']\n"
+                                        "verbalizer: {'no': 'No', 'yes': 'Yes'}\ntemplate: '{text}'\n"))
+    assert t.labels == ["no", "yes"] and t.options({"text": "x"}) == [" No", " Yes"]

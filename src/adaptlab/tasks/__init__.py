@@ -190,6 +190,30 @@ def _template_names(template: str) -> set[str]:
     return names
 
 
+def _check_texts(path: str, key: str, values: list, what: str = "") -> None:
+    """Every value is text. An unquoted ``no``/``yes``/``on``/``off``/``true``/``false`` or a bare
+    number is read by YAML as a boolean or a number: say so, and how to quote it."""
+    odd = [v for v in values if not isinstance(v, str)]
+    if not odd:
+        return
+    shown = "[" + ", ".join(repr(v) for v in odd[:4]) + "]"
+    label = f"{key} {what}".strip()
+
+    def example(texts):
+        quoted = ", ".join(repr(v) for v in texts)
+        return f"{key}: [{quoted}]" if not what else quoted
+
+    if all(isinstance(v, bool) for v in odd):
+        eg = example(["yes" if v else "no" for v in odd[:4]])
+        raise TaskError(path, f"{label}: {shown} are YAML booleans (an unquoted no/yes/off/on/false/true), not texts; "
+                              f"quote them: {eg} (see docs/tasks.md)")
+    if all(isinstance(v, (int, float)) for v in odd):
+        eg = example([str(v) for v in odd[:4]])
+        raise TaskError(path, f"{label}: {shown} are YAML numbers, not texts; quote them: {eg} (see docs/tasks.md)")
+    bad = odd[0]
+    raise TaskError(path, f"{key}: expected a list of texts, got {type(bad).__name__} {str(bad)[:40]}")
+
+
 def task_from_dict(raw: Any, path: str) -> Task:
     if not isinstance(raw, dict):
         raise TaskError(path, "a task spec must be a mapping of keys to values")
@@ -211,10 +235,14 @@ def task_from_dict(raw: Any, path: str) -> Task:
             isinstance(raw["shuffle_seed"], bool) or not isinstance(raw["shuffle_seed"], int)):
         raise TaskError(path, "shuffle_seed: expected an integer")
     for key in ("labels", "stop"):
-        if key in raw and not all(isinstance(v, str) for v in raw[key]):
-            bad = next(v for v in raw[key] if not isinstance(v, str))
-            raise TaskError(path, f"{key}: expected a list of texts, got {type(bad).__name__} {str(bad)[:40]}")
-    for key in ("verbalizer", "splits", "source"):
+        if key in raw:
+            _check_texts(path, key, raw[key])
+    if isinstance(raw.get("source"), dict) and isinstance(raw["source"].get("label_names"), list):
+        _check_texts(path, "source.label_names", raw["source"]["label_names"])
+    if "verbalizer" in raw:
+        _check_texts(path, "verbalizer", list(raw["verbalizer"]), what="keys")
+        _check_texts(path, "verbalizer", list(raw["verbalizer"].values()), what="words")
+    for key in ("splits", "source"):
         if key in raw and not all(isinstance(k, str) for k in raw[key]):
             raise TaskError(path, f"{key}: keys must be texts")
     from adaptlab.untrusted import find_unencodable
@@ -251,6 +279,12 @@ def _validate(t: Task, path: str) -> None:
                               f"(it has: {', '.join(sorted(allowed))})")
     if target_names - {"answer"}:
         raise TaskError(path, "target may only name {answer}")
+    if t.labels and not t.is_classification:
+        raise TaskError(path, f"labels: a {t.schema} task has no fixed labels (labels are for classification and "
+                              "pair_classification); remove the key"
+                              + (" (a yes/no question is answer_type: yesno)" if t.schema == "qa" else ""))
+    if t.verbalizer and not t.is_classification:
+        raise TaskError(path, f"verbalizer: a {t.schema} task has no labels to verbalize; remove the key")
     if t.is_classification:
         if len(t.labels) < 2:
             raise TaskError(path, "labels: a classification task needs at least two labels")
