@@ -203,6 +203,24 @@ def normalize(task: Task, rec: dict, path, line) -> dict:
             if ans not in choices:
                 raise DataError(path, line, f"answer {ans!r} is not one of the choices")
             out["gold_index"] = choices.index(ans)
+        if task.shuffle_choices:
+            out = _shuffle_choices(task, out)
+    return out
+
+
+def _shuffle_choices(task: Task, rec: dict) -> dict:
+    """The record with its options in a seeded order (``shuffle_choices: true``): the order
+    depends on ``shuffle_seed`` and the record's own text only, so a record is shuffled the same
+    way in every split, slice and run. ``answer_letter``/``choice_letters`` named the old order
+    and are dropped."""
+    order = list(range(len(rec["choices"])))
+    key = "\0".join([str(task.shuffle_seed or 0), rec["question"], *rec["choices"]])
+    random.Random(key).shuffle(order)
+    out = dict(rec)
+    out["choices"] = [rec["choices"][i] for i in order]
+    out["gold_index"] = order.index(rec["gold_index"])
+    out.pop("answer_letter", None)
+    out.pop("choice_letters", None)
     return out
 
 

@@ -74,6 +74,8 @@ class Task:
     source: dict[str, Any] = field(default_factory=dict)
     splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "dev": "validation", "test": "test"})
     shuffle_seed: int | None = None
+    shuffle_choices: bool = False    # multiple choice: permute each record's options (seeded by shuffle_seed)
+    tolerance: float | None = None   # answer_type number: |pred - gold| <= tolerance counts as right
     chat: bool = False
     max_new_tokens: int = 32
     stop: list[str] = field(default_factory=lambda: ["\n"])
@@ -226,7 +228,7 @@ def task_from_dict(raw: Any, path: str) -> Task:
             raise TaskError(path, f"missing required key {key!r}")
     types_ = {"name": str, "schema": str, "template": str, "description": str, "labels": list,
               "verbalizer": dict, "instruction": str, "target": str, "answer_type": str, "metric": str,
-              "source": dict, "splits": dict, "chat": bool, "max_new_tokens": int, "stop": list,
+              "source": dict, "splits": dict, "chat": bool, "shuffle_choices": bool, "max_new_tokens": int, "stop": list,
               "truncate": str, "demo_separator": str}
     for key, typ in types_.items():
         if key in raw and not isinstance(raw[key], typ):
@@ -234,6 +236,9 @@ def task_from_dict(raw: Any, path: str) -> Task:
     if "shuffle_seed" in raw and raw["shuffle_seed"] is not None and (
             isinstance(raw["shuffle_seed"], bool) or not isinstance(raw["shuffle_seed"], int)):
         raise TaskError(path, "shuffle_seed: expected an integer")
+    tol = raw.get("tolerance")
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < float("inf")):
+        raise TaskError(path, f"tolerance: expected a finite number >= 0 (e.g. tolerance: 0.01), got {str(tol)[:40]!r}")
     for key in ("labels", "stop"):
         if key in raw:
             _check_texts(path, key, raw[key])
@@ -285,6 +290,10 @@ def _validate(t: Task, path: str) -> None:
                               + (" (a yes/no question is answer_type: yesno)" if t.schema == "qa" else ""))
     if t.verbalizer and not t.is_classification:
         raise TaskError(path, f"verbalizer: a {t.schema} task has no labels to verbalize; remove the key")
+    if t.tolerance is not None and t.answer_type != "number":
+        raise TaskError(path, f"tolerance: only for answer_type: number (this task's is {t.answer_type})")
+    if t.shuffle_choices and t.schema != "multiple_choice":
+        raise TaskError(path, f"shuffle_choices: only for the multiple_choice schema (this task's is {t.schema})")
     if t.is_classification:
         if len(t.labels) < 2:
             raise TaskError(path, "labels: a classification task needs at least two labels")
