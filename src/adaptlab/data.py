@@ -4,6 +4,8 @@ Hugging Face dataset (``hf:<dataset>[:<config>]``, needs the ``datasets`` extra)
 Lookup order: ``--data``, then ``$ADAPTLAB_DATA_DIR/<task>/<split>.*``, then the task's own
 source (the package's demo data or its Hugging Face dataset). Schemas are those of the shared
 benchmark data (see ``tasks.SCHEMAS``); every bad record raises ``DataError(path, line, why)``.
+A single ``--data`` file gets the role's slice (``all[-1000:]``), so roles stay disjoint; the
+task's ``source.fields`` maps local columns as it does Hugging Face ones (``docs/tasks.md``).
 """
 
 from __future__ import annotations

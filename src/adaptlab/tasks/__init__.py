@@ -15,7 +15,9 @@ A task is a strict YAML file (unknown or duplicate keys are errors, no code):
     splits: {train: "train[:-1000]", dev: "train[-1000:]", test: validation}
 
 Split specs are data split names with an optional Python slice (``all[:2000]``), taken after a
-deterministic shuffle when ``shuffle_seed`` is set. Built-in specs live in ``builtin/``.
+deterministic shuffle when ``shuffle_seed`` is set. Built-in specs live in ``builtin/``; the
+guide to writing one, with every key, is ``docs/tasks.md``. Labels, verbalizer words and stop
+texts must be texts: an unquoted YAML ``no``/``yes`` (a boolean) or number is refused with the fix.
 """
 
 from __future__ import annotations
