@@ -173,12 +173,16 @@ def test_single_file_too_short_for_the_slice_says_so(tmp_path):
 
 
 def test_single_file_as_train_of_another_split_is_noted(tmp_path, sst2, capsys):
+    """sst2 trains on train[:-1000] and tests on validation: a single file is the user's own
+    split, taken whole, and read as train it says to keep test examples out."""
     f = write(tmp_path / "mine.jsonl", jsonl([{"text": f"t{i}", "label": "positive"} for i in range(1200)]))
-    assert len(load_split(sst2, "train", str(f))) == 200               # train[:-1000] of the file
+    assert len(load_split(sst2, "train", str(f))) == 1200
     err = capsys.readouterr().err
-    assert "keep test examples out of this file" in err and len(err.strip().splitlines()) == 1
-    assert len(load_split(sst2, "test", str(f))) == 1200               # validation: the whole file
+    assert "taken whole as the train split" in err and "keep test examples out of this file" in err
+    assert len(err.strip().splitlines()) == 1
+    assert len(load_split(sst2, "dev", str(f))) == 1200 and len(load_split(sst2, "test", str(f))) == 1200
     assert capsys.readouterr().err == ""
+    assert len(load_split(sst2, "train[:10]", str(f))) == 10            # a spec asked for by itself is cut
 
 
 def test_only_all_file_points_at_splits(tmp_path, monkeypatch):

@@ -4,7 +4,8 @@ Hugging Face dataset (``hf:<dataset>[:<config>]``, needs the ``datasets`` extra)
 Lookup order: ``--data``, then ``$ADAPTLAB_DATA_DIR/<task>/<split>.*``, then the task's own
 source (the package's demo data or its Hugging Face dataset). Schemas are those of the shared
 benchmark data (see ``tasks.SCHEMAS``); every bad record raises ``DataError(path, line, why)``.
-A single ``--data`` file gets the role's slice (``all[-1000:]``), so roles stay disjoint; the
+A single ``--data`` file gets the role's slice where the task cuts one data split into its test
+and other roles (``all[-1000:]``), so those roles stay disjoint; the
 task's ``source.fields`` maps local columns as it does Hugging Face ones (``docs/tasks.md``).
 """
 
@@ -356,13 +357,28 @@ def _check_slice_labels(task: Task, records: list[dict], path, split: str, spec:
               "the data is sliced unshuffled; add `shuffle_seed: 0` to the task (see docs/tasks.md)")
 
 
+def _slices_single_file(task: Task, split: str, name: str) -> bool:
+    """Whether one ``--data`` file read for ``split`` gets its slice: yes where the task cuts the
+    data split its test role reads into several roles (``all[:-1500]`` / ``all[-1000:]``), so the
+    one file holding it is cut the same way and test stays disjoint; yes for a spec asked for by
+    itself (``--split all[:100]``); no where the role's data split is not the test one (sst2's
+    ``train[:-1000]`` vs ``validation``): that file is taken whole, as the user's own split."""
+    if split not in task.splits:
+        return True
+    test_name, _ = parse_split(task.split_spec("test"))
+    sharing = [r for r in ("train", "dev", "test") if parse_split(task.split_spec(r))[0] == test_name]
+    return name == test_name and len(sharing) > 1
+
+
 def load_split(task: Task, split: str, data: str | None = None, limit: int | None = None) -> list[dict]:
     """Validated records of ``split`` (a role like ``test``/``train``/``dev`` mapped through the
     task's ``splits``, or a split spec such as ``validation`` or ``all[:2000]``).
 
-    A single ``--data`` file stands for the data split the role names: the role's slice (after
-    the ``shuffle_seed`` shuffle) is applied to it, so ``all[:-1500]`` and ``all[-1000:]`` give
-    disjoint train and test records of one file."""
+    A single ``--data`` file stands for the data split the role names. Where the task cuts its
+    test data split into several roles, the role's slice (after the ``shuffle_seed`` shuffle) is
+    applied to the file, so ``all[:-1500]`` and ``all[-1000:]`` give disjoint train and test
+    records of one file; a file read for a role of another data split is taken whole (with one
+    note when it is read as train: keep test examples out of it)."""
     spec = task.split_spec(split)
     name, sl = parse_split(spec)
     kind, where = locate(task, name, data)
@@ -370,12 +386,13 @@ def load_split(task: Task, split: str, data: str | None = None, limit: int | Non
         path, rows = _hf_rows(task, *where)
     else:
         path = where
-        if _is_single_file(data) and split == "train":
-            test_name, _ = parse_split(task.split_spec("test"))
-            if test_name != name:
-                _note(f"{path}: read as split {name!r} ({spec}) for {split}; the task tests on split "
-                      f"{test_name!r}, so keep test examples out of this file (or give a folder with "
-                      f"{name}.jsonl and {test_name}.jsonl)")
+        if _is_single_file(data) and sl is not None and not _slices_single_file(task, split, name):
+            if split == "train":
+                test_name, _ = parse_split(task.split_spec("test"))
+                _note(f"{path}: taken whole as the train split (the task's train is {spec}, of data split "
+                      f"{name!r}; it tests on split {test_name!r}): keep test examples out of this file, or "
+                      f"give a folder with {name}.jsonl and {test_name}.jsonl")
+            sl = None
         if sl is None and limit is not None:
             # the first N are kept and checked; the rest of the file is streamed through the JSON
             # reader (a broken line anywhere is still found) but not held or schema-checked
