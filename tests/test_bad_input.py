@@ -209,6 +209,26 @@ ROWS_II = [
 ]
 ROWS += ROWS_II
 
+# --------------------------------------------------------------------------- task files as a new user writes them (issue 28)
+MC_OK = '{"question": "Which?", "choices": ["red", "blue", "green"], "answer": "blue", "answer_letter": "B"}'
+MC_STALE = '{"question": "Which?", "choices": ["red", "blue", "green"], "answer": "blue", "answer_letter": "A"}'
+
+
+def _only_all(work):
+    (work / "d").mkdir()
+    (work / "d" / "all.jsonl").write_text(GOOD_ROW + "\n")
+    return str(work / "d")
+
+
+ROWS_28 = [
+    ("task-labels-yaml-booleans", lambda a, w: _task(w, "name: t\nschema: classification\nlabels: [no, yes]\ntemplate: '{text}'\n"), "labels: [False, True] are YAML booleans"),
+    ("task-verbalizer-yaml-booleans", lambda a, w: _task(w, "name: t\nschema: classification\nlabels: ['no', 'yes']\nverbalizer: {'no': no, 'yes': yes}\ntemplate: '{text}'\n"), "verbalizer words: [False, True] are YAML booleans"),
+    ("task-labels-on-qa", lambda a, w: _task(w, "name: t\nschema: qa\nlabels: ['no', 'yes']\ntemplate: 'Q: {question}'\n"), "labels: a qa task has no fixed labels"),
+    ("data-answer-letter-disagrees", lambda a, w: ["eval", "--task", "commonsenseqa", "--limit", "2", "--model", str(a / "tiny"), "--data", _data(w, "mc.jsonl", MC_OK + "\n" + MC_STALE + "\n")], "mc.jsonl:2: answer_letter 'A' points at choice 'red', but answer is 'blue'"),
+    ("data-only-all-jsonl", lambda a, w: ["eval", "--task", _data(w, "t.yaml", TASK_HEAD + "template: '{text}'\n"), "--limit", "2", "--model", str(a / "tiny"), "--data", _only_all(w)], "only all.jsonl: add `splits:` to the task"),
+]
+ROWS += ROWS_28
+
 
 def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}

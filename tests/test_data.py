@@ -137,3 +137,99 @@ def test_shared_data_validates_if_present():
 def test_jsonl_keeps_unicode_line_separators(tmp_path, sst2):
     p = write(tmp_path / "u.jsonl", '{"text": "one\u2028two\u0085three", "label": "positive"}\r\n')
     assert load_split(sst2, "test", str(p))[0]["text"] == "one\u2028two\u0085three"
+
+
+# --------------------------------------------------------------------------- issue 28: task files as a new user writes them
+
+
+def _task_file(tmp_path, body):
+    from adaptlab.tasks import load_task_file
+
+    p = tmp_path / "t.yaml"
+    p.write_text("name: t\nschema: classification\nlabels: [neg, pos]\ntemplate: 'T: {text}'\n" + body)
+    return load_task_file(p)
+
+
+def _sorted_rows(n=3000):
+    return [{"text": f"t{i}", "label": "neg" if i < n // 2 else "pos"} for i in range(n)]
+
+
+def test_single_file_gets_the_roles_slices(tmp_path):
+    """--data FILE keeps the task's slices: train and test are disjoint parts of the file (issue 28, 1)."""
+    t = _task_file(tmp_path, 'splits: {train: "all[:-1500]", test: "all[-1000:]"}\nshuffle_seed: 0\n')
+    f = write(tmp_path / "all.jsonl", jsonl(_sorted_rows()))
+    tr, te = load_split(t, "train", str(f)), load_split(t, "test", str(f))
+    assert (len(tr), len(te)) == (1500, 1000)
+    assert not {r["text"] for r in tr} & {r["text"] for r in te}
+    assert te == load_split(t, "test", str(tmp_path))                  # the file and its folder agree
+    assert len(load_split(t, "test", str(f), limit=7)) == 7
+
+
+def test_single_file_too_short_for_the_slice_says_so(tmp_path):
+    t = _task_file(tmp_path, 'splits: {train: "all[:-1500]", test: "all[-1000:]"}\n')
+    f = write(tmp_path / "all.jsonl", jsonl(_sorted_rows(1000)))
+    with pytest.raises(DataError, match=r"split 'train' is all\[:-1500\], which leaves none of this source's 1000"):
+        load_split(t, "train", str(f))
+
+
+def test_single_file_as_train_of_another_split_is_noted(tmp_path, sst2, capsys):
+    """sst2 trains on train[:-1000] and tests on validation: a single file is the user's own
+    split, taken whole, and read as train it says to keep test examples out."""
+    f = write(tmp_path / "mine.jsonl", jsonl([{"text": f"t{i}", "label": "positive"} for i in range(1200)]))
+    assert len(load_split(sst2, "train", str(f))) == 1200
+    err = capsys.readouterr().err
+    assert "taken whole as the train split" in err and "keep test examples out of this file" in err
+    assert len(err.strip().splitlines()) == 1
+    assert len(load_split(sst2, "dev", str(f))) == 1200 and len(load_split(sst2, "test", str(f))) == 1200
+    assert capsys.readouterr().err == ""
+    assert len(load_split(sst2, "train[:10]", str(f))) == 10            # a spec asked for by itself is cut
+
+
+def test_only_all_file_points_at_splits(tmp_path, monkeypatch):
+    t = _task_file(tmp_path, "")
+    write(tmp_path / "d" / "all.jsonl", jsonl(_sorted_rows(10)))
+    with pytest.raises(DataError, match=r"only all.jsonl: add `splits:` to the task.*docs/tasks.md"):
+        load_split(t, "test", str(tmp_path / "d"))
+    write(tmp_path / "env" / "t" / "all.jsonl", jsonl(_sorted_rows(10)))
+    monkeypatch.setenv("ADAPTLAB_DATA_DIR", str(tmp_path / "env"))
+    with pytest.raises(DataError, match=r"only all.jsonl: add `splits:`"):
+        load_split(t, "test")
+
+
+def test_unshuffled_single_label_slice_warns(tmp_path, capsys):
+    f = write(tmp_path / "all.jsonl", jsonl(_sorted_rows(3000)))
+    t = _task_file(tmp_path, 'splits: {train: "all[:-1000]", test: "all[-1000:]"}\n')
+    load_split(t, "test", str(f))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds only label 'pos'" in err[0] and "shuffle_seed" in err[0]
+    t = _task_file(tmp_path, 'splits: {train: "all[:-1000]", test: "all[-1000:]"}\nshuffle_seed: 1\n')
+    load_split(t, "test", str(f))
+    assert capsys.readouterr().err == ""
+
+
+def test_source_fields_map_local_columns(tmp_path):
+    t = _task_file(tmp_path, "source: {fields: {label: label_fine, text: sentence}}\n")
+    rows = [{"sentence": "a", "label": "coarse", "label_fine": "neg"}, {"sentence": "b", "label_fine": "pos"}]
+    got = load_split(t, "test", str(write(tmp_path / "x.jsonl", jsonl(rows))))
+    assert [(r["text"], r["label"]) for r in got] == [("a", "neg"), ("b", "pos")]
+    csv_got = load_split(t, "test", str(write(tmp_path / "x.csv", "sentence,label_fine\na,neg\nb,pos\n")))
+    assert [(r["text"], r["label"]) for r in csv_got] == [("a", "neg"), ("b", "pos")]
+    with pytest.raises(DataError, match=r"x2.jsonl:1: missing field 'label' \(nor 'label_fine', its column in the task's source.fields\)"):
+        load_split(t, "test", str(write(tmp_path / "x2.jsonl", jsonl([{"sentence": "a"}]))))
+
+
+def test_answer_and_answer_letter_must_agree(tmp_path):
+    """Issue 28 (3): a stale answer_letter is refused, naming the file and line."""
+    t = load_task("commonsenseqa")
+    ok = {"question": "q?", "choices": ["a", "b", "c"], "answer": "b", "answer_letter": "B"}
+    stale = dict(ok, answer_letter="A")
+    p = write(tmp_path / "mc.jsonl", jsonl([ok, stale]))
+    with pytest.raises(DataError) as e:
+        load_split(t, "test", str(p))
+    assert e.value.line == 2 and str(p) in str(e.value)
+    assert "answer_letter 'A' points at choice 'a', but answer is 'b'" in str(e.value)
+    lettered = dict(ok, answer_letter="(2)", choice_letters=["(1)", "(2)", "(3)"])
+    assert load_split(t, "test", str(write(tmp_path / "l.jsonl", jsonl([lettered]))))[0]["gold_index"] == 1
+    short = dict(ok, choice_letters=["A", "B"])
+    with pytest.raises(DataError, match="choice_letters': expected a list of 3 letters"):
+        load_split(t, "test", str(write(tmp_path / "s.jsonl", jsonl([short]))))

@@ -4,6 +4,9 @@ Hugging Face dataset (``hf:<dataset>[:<config>]``, needs the ``datasets`` extra)
 Lookup order: ``--data``, then ``$ADAPTLAB_DATA_DIR/<task>/<split>.*``, then the task's own
 source (the package's demo data or its Hugging Face dataset). Schemas are those of the shared
 benchmark data (see ``tasks.SCHEMAS``); every bad record raises ``DataError(path, line, why)``.
+A single ``--data`` file gets the role's slice where the task cuts one data split into its test
+and other roles (``all[-1000:]``), so those roles stay disjoint; the
+task's ``source.fields`` maps local columns as it does Hugging Face ones (``docs/tasks.md``).
 """
 
 from __future__ import annotations
@@ -182,19 +185,45 @@ def normalize(task: Task, rec: dict, path, line) -> dict:
         if len(choices) > len(LETTERS):
             raise DataError(path, line, f"field 'choices': at most {len(LETTERS)} choices")
         out["choices"] = [_checked(c, "choices", path, line) for c in choices]
-        letter = rec.get("answer_letter")
+        # the gold: answer_letter (read against choice_letters, else A, B, C...) or the answer
+        # text; a record with both must have them agree
+        letter, ans = rec.get("answer_letter"), rec.get("answer")
         if letter is not None:
             letters = rec.get("choice_letters") or list(LETTERS[: len(choices)])
+            if not isinstance(letters, list) or len(letters) != len(choices):
+                raise DataError(path, line, f"field 'choice_letters': expected a list of {len(choices)} letters, "
+                                            "one per choice")
             if letter not in letters:
                 raise DataError(path, line, f"answer_letter {letter!r} is not one of {letters}")
             out["gold_index"] = list(letters).index(letter)
+            if ans is not None and ans != choices[out["gold_index"]]:
+                raise DataError(path, line, f"answer_letter {letter!r} points at choice "
+                                            f"{choices[out['gold_index']][:60]!r}, but answer is {str(ans)[:60]!r}: "
+                                            "fix one (or drop answer_letter to use answer)")
         else:
-            ans = rec.get("answer")
             if ans is None:
-                raise DataError(path, line, "missing field 'answer'")
+                raise DataError(path, line, "missing field 'answer' (or 'answer_letter')")
             if ans not in choices:
                 raise DataError(path, line, f"answer {ans!r} is not one of the choices")
             out["gold_index"] = choices.index(ans)
+        if task.shuffle_choices:
+            out = _shuffle_choices(task, out)
+    return out
+
+
+def _shuffle_choices(task: Task, rec: dict) -> dict:
+    """The record with its options in a seeded order (``shuffle_choices: true``): the order
+    depends on ``shuffle_seed`` and the record's own text only, so a record is shuffled the same
+    way in every split, slice and run. ``answer_letter``/``choice_letters`` named the old order
+    and are dropped."""
+    order = list(range(len(rec["choices"])))
+    key = "\0".join([str(task.shuffle_seed or 0), rec["question"], *rec["choices"]])
+    random.Random(key).shuffle(order)
+    out = dict(rec)
+    out["choices"] = [rec["choices"][i] for i in order]
+    out["gold_index"] = order.index(rec["gold_index"])
+    out.pop("answer_letter", None)
+    out.pop("choice_letters", None)
     return out
 
 
@@ -240,8 +269,27 @@ def _hf_rows(task: Task, dataset: str, config: str | None, split: str) -> tuple[
     return where, rows
 
 
+def _missing_split(folder: Path, split: str) -> str:
+    """Why ``folder`` has no ``split`` file, and the key that would fix it."""
+    have = sorted(f.name for f in folder.iterdir() if f.suffix in SUFFIXES) if folder.is_dir() else []
+    if not have:
+        return f"no {split}.jsonl/.csv/.tsv in this folder (it holds no .jsonl/.csv/.tsv file)"
+    stem = Path(have[0]).stem
+    if len(have) == 1 and stem not in ("train", "dev", "validation", "test"):
+        return (f"no {split}.jsonl/.csv/.tsv in this folder, only {have[0]}: add `splits:` to the task, e.g. "
+                f"splits: {{train: \"{stem}[:-1000]\", test: \"{stem}[-1000:]\"}} with shuffle_seed: 0 (see docs/tasks.md)")
+    return (f"no {split}.jsonl/.csv/.tsv in this folder (it holds {', '.join(have[:6])}): name the split "
+            "files after the task's `splits:` or change them (see docs/tasks.md)")
+
+
+def _is_single_file(data: str | None) -> bool:
+    return bool(data) and not data.startswith("hf:") and Path(data).expanduser().is_file()
+
+
 def locate(task: Task, split: str, data: str | None = None) -> tuple[str, Any]:
-    """Where a split comes from: ``("file", Path)`` or ``("hf", (dataset, config, split))``."""
+    """Where a split comes from: ``("file", Path)`` or ``("hf", (dataset, config, split))``.
+    A single ``--data`` file stands for whatever split is asked for (``load_split`` still applies
+    the role's slice to it)."""
     if data:
         if data.startswith("hf:"):
             parts = data[3:].split(":")
@@ -250,16 +298,19 @@ def locate(task: Task, split: str, data: str | None = None) -> tuple[str, Any]:
         if p.is_dir():
             f = _find_in_dir(p, split)
             if f is None:
-                raise DataError(p, None, f"no {split}.jsonl/.csv/.tsv in this folder")
+                raise DataError(p, None, _missing_split(p, split))
             return "file", f
         if not p.exists():
             raise DataError(p, None, "file not found")
         return "file", p
     env = os.environ.get("ADAPTLAB_DATA_DIR")
     if env:
-        f = _find_in_dir(Path(env).expanduser() / task.name, split)
+        folder = Path(env).expanduser() / task.name
+        f = _find_in_dir(folder, split)
         if f is not None:
             return "file", f
+        if folder.is_dir() and "package" not in task.source and "hf" not in task.source:
+            raise DataError(folder, None, _missing_split(folder, split))
     src = task.source
     if "package" in src:
         f = _find_in_dir(DATA_DIR / src["package"], split)
@@ -272,35 +323,100 @@ def locate(task: Task, split: str, data: str | None = None) -> tuple[str, Any]:
     raise DataError(task.name, None, f"no data for split {split!r}: give --data or set ADAPTLAB_DATA_DIR{hint}")
 
 
+def map_fields(task: Task, rec: dict, path=None, line=None) -> dict:
+    """A local record with the task's ``source.fields`` column mapping applied (ours <- theirs,
+    e.g. ``{label: label_fine}``), as for Hugging Face data: a mapped column wins over a column
+    already named like ours, the other columns are kept, and a record without the mapped column
+    keeps its own (the shared files already use the schema's names)."""
+    fields = task.source.get("fields") or {}
+    if not fields:
+        return rec
+    for ours, theirs in fields.items():
+        if theirs not in rec and ours not in rec:
+            raise DataError(path, line, f"missing field {ours!r} (nor {theirs!r}, its column in the task's source.fields)")
+    r = {ours: rec[theirs] for ours, theirs in fields.items() if theirs in rec}
+    for k, v in rec.items():
+        r.setdefault(k, v)
+    return r
+
+
+def _note(msg: str) -> None:
+    import sys
+
+    print(f"note: {msg}", file=sys.stderr)
+
+
+def _check_slice_labels(task: Task, records: list[dict], path, split: str, spec: str, whole: list[dict]) -> None:
+    """One stderr line when a slice of an unshuffled source holds a single label while the
+    whole source holds several (a sorted file sliced from its end)."""
+    if not task.is_classification or task.shuffle_seed is not None or len(records) < 2:
+        return
+    got = {r["label"] for r in records}
+    if len(got) == 1 and len({r["label"] for r in whole}) > 1:
+        _note(f"{path}: split {split!r} ({spec}) holds only label {next(iter(got))!r} ({len(records)} records): "
+              "the data is sliced unshuffled; add `shuffle_seed: 0` to the task (see docs/tasks.md)")
+
+
+def _slices_single_file(task: Task, split: str, name: str) -> bool:
+    """Whether one ``--data`` file read for ``split`` gets its slice: yes where the task cuts the
+    data split its test role reads into several roles (``all[:-1500]`` / ``all[-1000:]``), so the
+    one file holding it is cut the same way and test stays disjoint; yes for a spec asked for by
+    itself (``--split all[:100]``); no where the role's data split is not the test one (sst2's
+    ``train[:-1000]`` vs ``validation``): that file is taken whole, as the user's own split."""
+    if split not in task.splits:
+        return True
+    test_name, _ = parse_split(task.split_spec("test"))
+    sharing = [r for r in ("train", "dev", "test") if parse_split(task.split_spec(r))[0] == test_name]
+    return name == test_name and len(sharing) > 1
+
+
 def load_split(task: Task, split: str, data: str | None = None, limit: int | None = None) -> list[dict]:
     """Validated records of ``split`` (a role like ``test``/``train``/``dev`` mapped through the
-    task's ``splits``, or a split spec such as ``validation`` or ``all[:2000]``)."""
-    name, sl = parse_split(task.split_spec(split))
+    task's ``splits``, or a split spec such as ``validation`` or ``all[:2000]``).
+
+    A single ``--data`` file stands for the data split the role names. Where the task cuts its
+    test data split into several roles, the role's slice (after the ``shuffle_seed`` shuffle) is
+    applied to the file, so ``all[:-1500]`` and ``all[-1000:]`` give disjoint train and test
+    records of one file; a file read for a role of another data split is taken whole (with one
+    note when it is read as train: keep test examples out of it)."""
+    spec = task.split_spec(split)
+    name, sl = parse_split(spec)
     kind, where = locate(task, name, data)
     if kind == "hf":
         path, rows = _hf_rows(task, *where)
     else:
         path = where
-        if data and Path(data).expanduser().is_file():
-            sl = None  # an explicit file is taken whole
+        if _is_single_file(data) and sl is not None and not _slices_single_file(task, split, name):
+            if split == "train":
+                test_name, _ = parse_split(task.split_spec("test"))
+                _note(f"{path}: taken whole as the train split (the task's train is {spec}, of data split "
+                      f"{name!r}; it tests on split {test_name!r}): keep test examples out of this file, or "
+                      f"give a folder with {name}.jsonl and {test_name}.jsonl")
+            sl = None
         if sl is None and limit is not None:
             # the first N are kept and checked; the rest of the file is streamed through the JSON
             # reader (a broken line anywhere is still found) but not held or schema-checked
             records = []
             for line, rec in iter_file(where):
                 if len(records) < limit:
-                    records.append(normalize(task, rec, path, line))
+                    records.append(normalize(task, map_fields(task, rec, path, line), path, line))
             if not records:
                 raise DataError(path, None, "file has no records")
             return records
-        rows = read_file(where)
+        rows = [(line, map_fields(task, rec, path, line)) for line, rec in read_file(where)]
         if not rows:
             raise DataError(path, None, "file has no records")
     records = [normalize(task, rec, path, line) for line, rec in rows]
     if sl is not None:
+        whole = records
         if task.shuffle_seed is not None:
+            records = list(records)
             random.Random(task.shuffle_seed).shuffle(records)
         records = records[sl]
+        if not records:
+            raise DataError(path, None, f"split {split!r} is {spec}, which leaves none of this source's "
+                                        f"{len(whole)} records; give more data or change the task's `splits:`")
+        _check_slice_labels(task, records, path, split, spec, whole)
     if limit is not None:
         records = records[:limit]
     if not records:

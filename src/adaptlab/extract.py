@@ -122,14 +122,15 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\s+", " ", (text or "").strip().lower()).strip(" .")
 
 
-def answers_equal(pred: str | None, gold: str, answer_type: str = "text") -> bool:
-    """Exact match, numeric-aware: '1,000' == '1000.0' == '1000'; '0.5' == '1/2'."""
+def answers_equal(pred: str | None, gold: str, answer_type: str = "text", tolerance: float | None = None) -> bool:
+    """Exact match, numeric-aware: '1,000' == '1000.0' == '1000'; '0.5' == '1/2'. Numbers agree
+    within ``tolerance`` (absolute; a task's ``tolerance:`` key) when given, else to a relative 1e-6."""
     if pred is None:
         return False
     if answer_type == "number" or (numbers(gold) and normalize_text(gold).replace(",", "").replace(".", "", 1).lstrip("-").isdigit()):
         p, g = numbers(str(pred)), numbers(str(gold))
         if p and g:
-            return abs(p[0] - g[0]) <= 1e-6 * max(1.0, abs(g[0]))
+            return abs(p[0] - g[0]) <= (tolerance if tolerance is not None else 1e-6 * max(1.0, abs(g[0])))
     return normalize_text(str(pred)) == normalize_text(str(gold))
 
 

@@ -17,7 +17,7 @@ def is_correct(task: Task, pred, gold) -> bool:
     if pred is None:
         return False
     if task.schema == "qa":
-        return answers_equal(str(pred), str(gold), task.answer_type)
+        return answers_equal(str(pred), str(gold), task.answer_type, getattr(task, "tolerance", None))
     return pred == gold
 
 

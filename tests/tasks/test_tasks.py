@@ -82,3 +82,75 @@ def test_parse_split():
     assert parse_split("validation") == ("validation", None)
     assert parse_split("all[:-2000]") == ("all", slice(None, -2000))
     assert parse_split("test[50:100]") == ("test", slice(50, 100))
+
+
+@pytest.mark.parametrize("body, words", [
+    ("labels: [no, yes]\ntemplate: '{text}'\n",
+     r"labels: \[False, True\] are YAML booleans .*quote them: labels: \['no', 'yes'\]"),
+    ("labels: [1, 2]\ntemplate: '{text}'\n", r"labels: \[1, 2\] are YAML numbers, not texts; quote them: labels: \['1', '2'\]"),
+    ("labels: ['no', 'yes']\nverbalizer: {no: nope, 'yes': yep}\ntemplate: '{text}'\n",
+     r"verbalizer keys: \[False\] are YAML booleans"),
+    ("labels: ['no', 'yes']\nverbalizer: {'no': no, 'yes': yes}\ntemplate: '{text}'\n",
+     r"verbalizer words: \[False, True\] are YAML booleans.*quote them: 'no', 'yes'"),
+    ("labels: [a, b]\nsource: {label_names: [off, on]}\ntemplate: '{text}'\n", r"source.label_names: \[False, True\]"),
+    ("labels: [a, b]\nstop: [1]\ntemplate: '{text}'\n", r"stop: \[1\] are YAML numbers"),
+])
+def test_yaml_booleans_and_numbers_are_refused_with_the_fix(tmp_path, body, words):
+    """Issue 28 (2): an unquoted no/yes is a YAML boolean; the task file is refused with the fix."""
+    with pytest.raises(TaskError, match=words):
+        load_task_file(_write(tmp_path, "name: t\nschema: classification\n" + body))
+
+
+@pytest.mark.parametrize("schema, body, words", [
+    ("qa", "labels: ['no', 'yes']\ntemplate: 'Q: {question}'\nanswer_type: yesno\n",
+     "labels: a qa task has no fixed labels.*answer_type: yesno"),
+    ("multiple_choice", "labels: [a, b]\ntemplate: '{question}'\n", "labels: a multiple_choice task has no fixed labels"),
+    ("qa", "verbalizer: {'no': n}\ntemplate: '{question}'\n", "verbalizer: a qa task has no labels"),
+])
+def test_labels_outside_classification_are_refused(tmp_path, schema, body, words):
+    with pytest.raises(TaskError, match=words):
+        load_task_file(_write(tmp_path, f"name: t\nschema: {schema}\n" + body))
+
+
+def test_quoted_yes_no_labels_load(tmp_path):
+    t = load_task_file(_write(tmp_path, "name: t\nschema: classification\nlabels: ['no', 'yes']\n"
+                                        "verbalizer: {'no': 'No', 'yes': 'Yes'}\ntemplate: '{text}'\n"))
+    assert t.labels == ["no", "yes"] and t.options({"text": "x"}) == [" No", " Yes"]
+
+
+def test_tolerance_key_for_number_answers(tmp_path):
+    """Issue 28 (8): `tolerance:` lets '0.67' match a gold of 0.6666666666666666."""
+    from adaptlab.metrics import is_correct
+
+    head = "name: t\nschema: qa\nanswer_type: number\ntemplate: 'Q: {question}'\n"
+    t = load_task_file(_write(tmp_path, head + "tolerance: 0.01\n"))
+    assert is_correct(t, "0.67", "0.6666666666666666") and not is_correct(t, "0.68", "0.6666666666666666")
+    plain = load_task_file(_write(tmp_path, head))
+    assert not is_correct(plain, "0.67", "0.6666666666666666") and is_correct(plain, "1,000", "1000")
+    for bad, words in (("tolerance: -1\n", "tolerance: expected a finite number"), ("tolerance: .inf\n", "finite"),
+                       ("tolerance: yes\n", "tolerance: expected")):
+        with pytest.raises(TaskError, match=words):
+            load_task_file(_write(tmp_path, head + bad))
+    with pytest.raises(TaskError, match="tolerance: only for answer_type: number"):
+        load_task_file(_write(tmp_path, head.replace("number", "text") + "tolerance: 0.1\n"))
+
+
+def test_shuffle_choices_is_seeded_and_keeps_the_gold(tmp_path):
+    """Issue 28 (8): `shuffle_choices: true` permutes options per record, seeded, gold kept."""
+    from adaptlab.data import load_split
+
+    rows = [{"question": f"q{i}?", "choices": ["right", "w1", "w2", "w3"], "answer": "right"} for i in range(40)]
+    data = tmp_path / "mc.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    head = "name: t\nschema: multiple_choice\nanswer_type: choice\ntemplate: '{question}\\n{choices}'\n"
+    t = load_task_file(_write(tmp_path, head + "shuffle_choices: true\nshuffle_seed: 3\n"))
+    got = load_split(t, "test", str(data))
+    assert all(g["choices"][g["gold_index"]] == "right" and sorted(g["choices"]) == sorted(rows[0]["choices"]) for g in got)
+    assert len({g["gold_index"] for g in got}) == 4                      # the right answer is no longer always A
+    assert load_split(t, "test", str(data)) == got                      # deterministic
+    other = load_task_file(_write(tmp_path, head + "shuffle_choices: true\nshuffle_seed: 4\n"))
+    assert [g["choices"] for g in load_split(other, "test", str(data))] != [g["choices"] for g in got]
+    unshuffled = load_task_file(_write(tmp_path, head))
+    assert {g["gold_index"] for g in load_split(unshuffled, "test", str(data))} == {0}
+    with pytest.raises(TaskError, match="shuffle_choices: only for the multiple_choice schema"):
+        load_task_file(_write(tmp_path, GOOD + "shuffle_choices: true\n"))

@@ -15,7 +15,9 @@ A task is a strict YAML file (unknown or duplicate keys are errors, no code):
     splits: {train: "train[:-1000]", dev: "train[-1000:]", test: validation}
 
 Split specs are data split names with an optional Python slice (``all[:2000]``), taken after a
-deterministic shuffle when ``shuffle_seed`` is set. Built-in specs live in ``builtin/``.
+deterministic shuffle when ``shuffle_seed`` is set. Built-in specs live in ``builtin/``; the
+guide to writing one, with every key, is ``docs/tasks.md``. Labels, verbalizer words and stop
+texts must be texts: an unquoted YAML ``no``/``yes`` (a boolean) or number is refused with the fix.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class Task:
     source: dict[str, Any] = field(default_factory=dict)
     splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "dev": "validation", "test": "test"})
     shuffle_seed: int | None = None
+    shuffle_choices: bool = False    # multiple choice: permute each record's options (seeded by shuffle_seed)
+    tolerance: float | None = None   # answer_type number: |pred - gold| <= tolerance counts as right
     chat: bool = False
     max_new_tokens: int = 32
     stop: list[str] = field(default_factory=lambda: ["\n"])
@@ -190,6 +194,30 @@ def _template_names(template: str) -> set[str]:
     return names
 
 
+def _check_texts(path: str, key: str, values: list, what: str = "") -> None:
+    """Every value is text. An unquoted ``no``/``yes``/``on``/``off``/``true``/``false`` or a bare
+    number is read by YAML as a boolean or a number: say so, and how to quote it."""
+    odd = [v for v in values if not isinstance(v, str)]
+    if not odd:
+        return
+    shown = "[" + ", ".join(repr(v) for v in odd[:4]) + "]"
+    label = f"{key} {what}".strip()
+
+    def example(texts):
+        quoted = ", ".join(repr(v) for v in texts)
+        return f"{key}: [{quoted}]" if not what else quoted
+
+    if all(isinstance(v, bool) for v in odd):
+        eg = example(["yes" if v else "no" for v in odd[:4]])
+        raise TaskError(path, f"{label}: {shown} are YAML booleans (an unquoted no/yes/off/on/false/true), not texts; "
+                              f"quote them: {eg} (see docs/tasks.md)")
+    if all(isinstance(v, (int, float)) for v in odd):
+        eg = example([str(v) for v in odd[:4]])
+        raise TaskError(path, f"{label}: {shown} are YAML numbers, not texts; quote them: {eg} (see docs/tasks.md)")
+    bad = odd[0]
+    raise TaskError(path, f"{key}: expected a list of texts, got {type(bad).__name__} {str(bad)[:40]}")
+
+
 def task_from_dict(raw: Any, path: str) -> Task:
     if not isinstance(raw, dict):
         raise TaskError(path, "a task spec must be a mapping of keys to values")
@@ -202,7 +230,7 @@ def task_from_dict(raw: Any, path: str) -> Task:
             raise TaskError(path, f"missing required key {key!r}")
     types_ = {"name": str, "schema": str, "template": str, "description": str, "labels": list,
               "verbalizer": dict, "instruction": str, "target": str, "answer_type": str, "metric": str,
-              "source": dict, "splits": dict, "chat": bool, "max_new_tokens": int, "stop": list,
+              "source": dict, "splits": dict, "chat": bool, "shuffle_choices": bool, "max_new_tokens": int, "stop": list,
               "truncate": str, "demo_separator": str}
     for key, typ in types_.items():
         if key in raw and not isinstance(raw[key], typ):
@@ -210,11 +238,18 @@ def task_from_dict(raw: Any, path: str) -> Task:
     if "shuffle_seed" in raw and raw["shuffle_seed"] is not None and (
             isinstance(raw["shuffle_seed"], bool) or not isinstance(raw["shuffle_seed"], int)):
         raise TaskError(path, "shuffle_seed: expected an integer")
+    tol = raw.get("tolerance")
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < float("inf")):
+        raise TaskError(path, f"tolerance: expected a finite number >= 0 (e.g. tolerance: 0.01), got {str(tol)[:40]!r}")
     for key in ("labels", "stop"):
-        if key in raw and not all(isinstance(v, str) for v in raw[key]):
-            bad = next(v for v in raw[key] if not isinstance(v, str))
-            raise TaskError(path, f"{key}: expected a list of texts, got {type(bad).__name__} {str(bad)[:40]}")
-    for key in ("verbalizer", "splits", "source"):
+        if key in raw:
+            _check_texts(path, key, raw[key])
+    if isinstance(raw.get("source"), dict) and isinstance(raw["source"].get("label_names"), list):
+        _check_texts(path, "source.label_names", raw["source"]["label_names"])
+    if "verbalizer" in raw:
+        _check_texts(path, "verbalizer", list(raw["verbalizer"]), what="keys")
+        _check_texts(path, "verbalizer", list(raw["verbalizer"].values()), what="words")
+    for key in ("splits", "source"):
         if key in raw and not all(isinstance(k, str) for k in raw[key]):
             raise TaskError(path, f"{key}: keys must be texts")
     from adaptlab.untrusted import find_unencodable
@@ -251,6 +286,16 @@ def _validate(t: Task, path: str) -> None:
                               f"(it has: {', '.join(sorted(allowed))})")
     if target_names - {"answer"}:
         raise TaskError(path, "target may only name {answer}")
+    if t.labels and not t.is_classification:
+        raise TaskError(path, f"labels: a {t.schema} task has no fixed labels (labels are for classification and "
+                              "pair_classification); remove the key"
+                              + (" (a yes/no question is answer_type: yesno)" if t.schema == "qa" else ""))
+    if t.verbalizer and not t.is_classification:
+        raise TaskError(path, f"verbalizer: a {t.schema} task has no labels to verbalize; remove the key")
+    if t.tolerance is not None and t.answer_type != "number":
+        raise TaskError(path, f"tolerance: only for answer_type: number (this task's is {t.answer_type})")
+    if t.shuffle_choices and t.schema != "multiple_choice":
+        raise TaskError(path, f"shuffle_choices: only for the multiple_choice schema (this task's is {t.schema})")
     if t.is_classification:
         if len(t.labels) < 2:
             raise TaskError(path, "labels: a classification task needs at least two labels")
