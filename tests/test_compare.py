@@ -143,3 +143,18 @@ def test_staged_runs_pretrain_and_extend_once_and_report(tmp_path, tiny_folder):
 def test_bad_staged_runs(runs, words):
     with pytest.raises(ConfigError, match=words):
         parse_runs(runs)
+
+
+def test_max_steps_is_a_cap_not_an_override(tmp_path, tiny_folder):
+    """--max-steps caps epochs x steps per epoch: 8 train examples in batches of 4 = 2 steps an epoch,
+    so 1 epoch with --max-steps 5 runs 2 steps (one dev check), and 2 epochs with a cap of 3 run 3."""
+    out = tmp_path / "cap"
+    recs = compare(cfg(tiny_folder, runs="lora:r=2", epochs=1, max_steps=5), str(out))
+    assert recs[0]["status"] == "ok", recs[0].get("error")
+    assert recs[0]["train_steps"] == 2
+    tc = json.loads((out / "runs" / "lora_r_2-seed0" / "tune_config.json").read_text())["train_config"]
+    assert tc["max_steps"] is None and tc["step_cap"] == 5
+    md = (out / "report.md").read_text()
+    assert "1 epoch(s) or at most 5 steps, whichever is fewer" in md and "steps run: lora:r=2 2" in md
+    capped = compare(cfg(tiny_folder, runs="lora:r=2", epochs=2, max_steps=3), str(tmp_path / "cap2"))
+    assert capped[0]["train_steps"] == 3

@@ -44,7 +44,7 @@ class CompareConfig:
     data: str | None = None
     train_limit: int | None = 500         # tuning: train examples (same subset for every run and seed)
     epochs: int = 1
-    max_steps: int | None = None
+    max_steps: int | None = None          # tuning: a cap, min(max_steps, epochs x steps per epoch)
     batch_size: int = 16
     eval_limit: int | None = 100          # tuning: dev examples scored per epoch
 
@@ -160,7 +160,8 @@ def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig
     if staged:
         prep = stages.prepare(staged, scfg, method, task, backbone, rundir.parent.parent / "stages", cfg.data, loaded)
     body = prep["backbone"]
-    tv = {"seed": seed, "train_limit": cfg.train_limit, "epochs": cfg.epochs, "max_steps": cfg.max_steps,
+    # --max-steps is a cap: min(max_steps, epochs x steps per epoch) (a run's own max_steps= still overrides)
+    tv = {"seed": seed, "train_limit": cfg.train_limit, "epochs": cfg.epochs, "step_cap": cfg.max_steps,
           "batch_size": cfg.batch_size, "eval_limit": cfg.eval_limit}
     for k, v in tv.items():
         sets.setdefault(k, v)

@@ -50,6 +50,7 @@ CHUNK_BATCHES = 50
 class TrainConfig:
     epochs: int = 3
     max_steps: int | None = None        # optimizer steps; overrides epochs when set
+    step_cap: int | None = None         # at most this many steps: min(step_cap, the steps epochs/max_steps give)
     batch_size: int = 16
     grad_accum: int = 1
     lr: float | None = None             # None: the method's default
@@ -70,6 +71,7 @@ class TrainConfig:
     def __post_init__(self):
         check(self.epochs >= 1, f"epochs={self.epochs}: must be at least 1")
         check(self.max_steps is None or self.max_steps >= 1, f"max_steps={self.max_steps}: must be at least 1")
+        check(self.step_cap is None or self.step_cap >= 1, f"step_cap={self.step_cap}: must be at least 1")
         check(self.batch_size >= 1, f"batch_size={self.batch_size}: must be at least 1")
         check(self.grad_accum >= 1, f"grad_accum={self.grad_accum}: must be at least 1")
         check(self.lr is None or 0 < self.lr < 1, f"lr={self.lr}: must be in (0, 1)")
@@ -192,6 +194,8 @@ def train(model: nn.Module, data: list, objective, stepper, cfg: TrainConfig, ho
         raise ConfigError(f"{len(feats)} training examples make no batch on {world} processes")
     steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
     total = cfg.max_steps if cfg.max_steps else cfg.epochs * steps_per_epoch
+    if cfg.step_cap:                            # a cap (compare --max-steps), never more steps than epochs give
+        total = min(total, cfg.step_cap)
     module = _Loss(model, objective)
     stepper.setup(module, total)
     module = stepper.prepare(accel, module)
