@@ -16,7 +16,7 @@ class Clock:
 
 def test_lines_every_tenth_and_at_the_end():
     out, clock = io.StringIO(), Clock()
-    p = Lines(95, "train lora", stream=out, clock=clock)
+    p = Lines(95, "train lora", stream=out, clock=clock, quiet_seconds=0)
     for _ in range(95):
         clock.t += 1
         p.update(1)
@@ -30,7 +30,7 @@ def test_lines_every_tenth_and_at_the_end():
 
 def test_lines_every_30_seconds_when_progress_is_slow():
     out, clock = io.StringIO(), Clock()
-    p = Lines(1000, "eval", stream=out, clock=clock, every_seconds=30)
+    p = Lines(1000, "eval", stream=out, clock=clock, every_seconds=30, quiet_seconds=0)
     for _ in range(5):
         clock.t += 31
         p.update(1)
@@ -50,3 +50,21 @@ def test_bar_is_lines_off_a_terminal_and_tqdm_on_one(monkeypatch):
     assert not isinstance(silent, Lines) and silent.disable
     monkeypatch.setenv("ADAPTLAB_PROGRESS", "lines")
     assert isinstance(progress.bar(10, "x", stream=Tty()), Lines)
+
+
+def test_a_short_job_prints_no_lines():
+    out, clock = io.StringIO(), Clock()
+    p = Lines(10, "eval", stream=out, clock=clock, quiet_seconds=5)
+    for _ in range(10):
+        clock.t += 0.4
+        p.update(1)
+    p.close()
+    assert out.getvalue() == ""
+    out, clock = io.StringIO(), Clock()
+    p = Lines(10, "eval", stream=out, clock=clock, quiet_seconds=5)
+    for _ in range(10):
+        clock.t += 1
+        p.update(1)
+    p.close()                                       # the first line once 5 s have passed: 5/10 .. 10/10
+    assert [x.split(",")[0] for x in out.getvalue().splitlines()] == [f"eval: {n}/10 (" + f"{10 * n}%)"
+                                                                       for n in range(5, 11)]

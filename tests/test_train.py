@@ -309,7 +309,10 @@ def test_tune_command_under_torchrun_reports_once(tiny_folder, tmp_path):
 
 def test_training_progress_is_plain_lines_when_stderr_is_not_a_terminal(tiny_decoder, tmp_path, capsys,
                                                                        monkeypatch):
+    import adaptlab.progress
+
     monkeypatch.delenv("ADAPTLAB_PROGRESS", raising=False)
+    monkeypatch.setattr(adaptlab.progress, "QUIET_SECONDS", 0.0)     # a real run this short prints none
     task = load_task("reviews")
     tuned = apply_method(tiny_decoder, "lora", {"r": 2}, task)
     train_on_task(tiny_decoder, tuned, task, load_split(task, "train", limit=20),

@@ -2,7 +2,8 @@
 
 On a terminal: a tqdm bar, redrawn in place. Anywhere else (a log file, a pipe, ``nohup``, CI),
 where a bar would be either nothing or a mess of carriage returns: plain lines, one every 10% of
-the total or every 30 s, whichever comes first, and one at the end:
+the total or every 30 s, whichever comes first, and one at the end; none in the first 5 s, so a
+short command (or a command that fails at once) keeps its stderr to its result or its one error line:
 
     train lora: 30/120 (25%), 12 s, ~36 s left, loss=0.4312
 
@@ -19,6 +20,7 @@ import time
 
 EVERY_FRACTION = 0.1
 EVERY_SECONDS = 30.0
+QUIET_SECONDS = 5.0      # no lines before this: a short job prints none
 
 
 class Lines:
@@ -26,11 +28,13 @@ class Lines:
 
     def __init__(self, total: int | None, desc: str, *, initial: int = 0, stream=None,
                  every_fraction: float = EVERY_FRACTION, every_seconds: float = EVERY_SECONDS,
-                 clock=time.monotonic):
+                 quiet_seconds: float | None = None, clock=time.monotonic):
         self.total, self.desc, self.n, self.start_n = total, desc, initial, initial
         self.stream = stream if stream is not None else sys.stderr
         self.every_n = max(1, round(total * every_fraction)) if total else None
         self.every_s, self.clock = every_seconds, clock
+        self.quiet_s = QUIET_SECONDS if quiet_seconds is None else quiet_seconds
+        self.printed = False
         self.t0 = self.t_last = clock()
         self.n_last = initial
         self.postfix = ""
@@ -42,6 +46,8 @@ class Lines:
     def update(self, n: int = 1) -> None:
         self.n += n
         now = self.clock()
+        if now - self.t0 < self.quiet_s:
+            return
         if (self.every_n and (self.n // self.every_n) > (self.n_last // self.every_n)) \
                 or now - self.t_last >= self.every_s:
             self._line(now)
@@ -56,11 +62,12 @@ class Lines:
         if self.postfix:
             parts.append(self.postfix)
         print(f"{self.desc}: " + ", ".join(parts), file=self.stream, flush=True)
-        self.t_last, self.n_last = now, self.n
+        self.t_last, self.n_last, self.printed = now, self.n, True
 
     def close(self) -> None:
-        if not self.closed and self.n != self.n_last:
-            self._line(self.clock())
+        now = self.clock()
+        if not self.closed and self.n != self.n_last and (self.printed or now - self.t0 >= self.quiet_s):
+            self._line(now)
         self.closed = True
 
 
