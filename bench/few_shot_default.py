@@ -65,8 +65,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         by[(r["task"], r["selection"])].append(r)
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    out = ["| task | n | majority | random: accuracy (seeds) | random: one-label seeds | "
-           "balanced: accuracy (seeds) | balanced: one-label seeds | difference |",
+    out = ["| task | n | majority | random: accuracy (seeds) | random: seeds predicting one label (≥95%) | "
+           "balanced: accuracy (seeds) | balanced: seeds predicting one label (≥95%) | balanced − random (points) |",
            "| --- | ---: | ---: | --- | ---: | --- | ---: | ---: |"]
     means = {}
     for t in tasks:
