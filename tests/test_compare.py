@@ -143,3 +143,44 @@ def test_staged_runs_pretrain_and_extend_once_and_report(tmp_path, tiny_folder):
 def test_bad_staged_runs(runs, words):
     with pytest.raises(ConfigError, match=words):
         parse_runs(runs)
+
+
+def test_max_steps_is_a_cap_not_an_override(tmp_path, tiny_folder):
+    """--max-steps caps epochs x steps per epoch: 8 train examples in batches of 4 = 2 steps an epoch,
+    so 1 epoch with --max-steps 5 runs 2 steps (one dev check), and 2 epochs with a cap of 3 run 3."""
+    out = tmp_path / "cap"
+    recs = compare(cfg(tiny_folder, runs="lora:r=2", epochs=1, max_steps=5), str(out))
+    assert recs[0]["status"] == "ok", recs[0].get("error")
+    assert recs[0]["train_steps"] == 2
+    tc = json.loads((out / "runs" / "lora_r_2-seed0" / "tune_config.json").read_text())["train_config"]
+    assert tc["max_steps"] is None and tc["step_cap"] == 5
+    md = (out / "report.md").read_text()
+    assert "1 epoch(s) or at most 5 steps, whichever is fewer" in md and "steps run: lora:r=2 2" in md
+    capped = compare(cfg(tiny_folder, runs="lora:r=2", epochs=2, max_steps=3), str(tmp_path / "cap2"))
+    assert capped[0]["train_steps"] == 3
+
+
+def test_resumed_tuning_run_counts_seconds_like_train_seconds(tmp_path, tiny_folder, monkeypatch):
+    """Issue 28: a resumed run's train_seconds counted the interrupted invocation's training, its
+    seconds did not. Both count it now (seconds = wall_seconds + seconds_before)."""
+    import adaptlab.train.loop as L
+
+    real = L.save_checkpoint
+
+    def save_then_die(folder, moving, tensors, values, rng):
+        values = dict(values, seconds=values["seconds"] + 1000.0)   # an earlier invocation that trained long
+        real(folder, moving, tensors, values, rng)
+        raise KeyboardInterrupt
+
+    out = tmp_path / "r"
+    c = cfg(tiny_folder, runs="lora:r=2", epochs=2, max_steps=None)        # 2 steps an epoch, 4 in all
+    monkeypatch.setattr(L, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        compare(c, str(out))
+    monkeypatch.setattr(L, "save_checkpoint", real)
+    rec = compare(c, str(out))[0]
+    assert rec["status"] == "ok", rec.get("error")
+    assert rec["train_steps"] == 4 and rec["resumed_from_step"] == 2
+    assert rec["train_seconds"] >= 1000 and rec["seconds_before"] >= 1000
+    assert rec["seconds"] >= rec["train_seconds"] and rec["wall_seconds"] < 1000
+    assert rec["seconds"] == round(rec["wall_seconds"] + rec["seconds_before"], 2)

@@ -305,3 +305,17 @@ def test_tune_command_under_torchrun_reports_once(tiny_folder, tmp_path):
     assert json.loads((out / "checkpoint" / "state.json").read_text())["world"] == 2
     for f in ("adapter_config.json", "adapter_model.safetensors", "tune_config.json"):
         assert (out / f).exists(), f
+
+
+def test_training_progress_is_plain_lines_when_stderr_is_not_a_terminal(tiny_decoder, tmp_path, capsys,
+                                                                       monkeypatch):
+    import adaptlab.progress
+
+    monkeypatch.delenv("ADAPTLAB_PROGRESS", raising=False)
+    monkeypatch.setattr(adaptlab.progress, "QUIET_SECONDS", 0.0)     # a real run this short prints none
+    task = load_task("reviews")
+    tuned = apply_method(tiny_decoder, "lora", {"r": 2}, task)
+    train_on_task(tiny_decoder, tuned, task, load_split(task, "train", limit=20),
+                  TrainConfig(max_steps=10, batch_size=2, eval=False), tmp_path / "r", progress=True)
+    lines = [x for x in capsys.readouterr().err.splitlines() if "/10 (" in x]
+    assert len(lines) == 10 and lines[-1].split(": ", 1)[1].startswith("10/10 (100%)") and "loss=" in lines[-1]

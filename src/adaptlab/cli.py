@@ -353,7 +353,7 @@ def merge_cmd(adapter, out, model, as_json) -> None:
 @click.option("--train-limit", type=click.IntRange(min=1), default=500, show_default=True,
               help="Tuning runs: train examples.")
 @click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True, help="Tuning runs: epochs.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Tuning runs: optimizer steps cap.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Tuning runs: at most this many optimizer steps (a cap on --epochs, never more).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def compare_cmd(task, model, runs, seeds, out, limit, data, train_limit, epochs, max_steps, batch_size,

@@ -12,6 +12,13 @@ each one). Re-running with the same ``--out`` keeps the finished records and red
 more ``--seeds``, only the new seeds run);
 an interrupted tuning run continues from its last checkpoint. ``DIR/report.md`` and
 ``DIR/report.html`` are rebuilt from the records at the end (``report.py``).
+
+Seconds: a record's ``train_seconds`` (the report's train_s) is the whole training cost of its
+adapter: the seconds of its stages (in every run that shares them) and of every step its
+checkpoints kept, over all invocations. ``seconds`` counts the same way: this invocation's wall
+time (``wall_seconds``) plus ``seconds_before``, the training seconds this invocation did not
+redo (steps kept from an interrupted invocation: the tuner's ``resumed_seconds``, and stages
+already run). So ``seconds >= train_seconds`` always, resumed or not.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ class CompareConfig:
     data: str | None = None
     train_limit: int | None = 500         # tuning: train examples (same subset for every run and seed)
     epochs: int = 1
-    max_steps: int | None = None
+    max_steps: int | None = None          # tuning: a cap, min(max_steps, epochs x steps per epoch)
     batch_size: int = 16
     eval_limit: int | None = 100          # tuning: dev examples scored per epoch
 
@@ -126,9 +133,10 @@ def _write_results(out: Path, recs: list[dict]) -> None:
     atomic_write_text(out / RESULTS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
 
 
-def _run_prompt(spec: RunSpec, seed: int, backbone, task, test, pool_loader) -> dict:
+def _run_prompt(spec: RunSpec, seed: int, backbone, task, test, pool_loader, progress: bool = True) -> dict:
     from adaptlab.engine import make_lm
     from adaptlab.evaluate import evaluate
+    from adaptlab.progress import bar
     from adaptlab.prompting import make_strategy
 
     strategy = make_strategy(spec.name, spec.sets)
@@ -140,14 +148,18 @@ def _run_prompt(spec: RunSpec, seed: int, backbone, task, test, pool_loader) -> 
 
     torch.manual_seed(seed)
     lm = make_lm(backbone, truncate=task.truncate)
-    res = evaluate(lm, task, strategy, test, model_name=backbone.name, split="test", pool=pool)
+    b = bar(len(test), f"{spec.label} seed={seed}", enabled=progress, leave=False)
+    try:
+        res = evaluate(lm, task, strategy, test, model_name=backbone.name, split="test", pool=pool, progress=b.update)
+    finally:
+        b.close()
     return {"metrics": res.metrics, "cost": res.cost, "trainable_params": 0, "adapter_bytes": 0,
             "train_seconds": 0.0, "config": config_dict(strategy), "train_calls": 0, "train_forwards": 0,
             "train_steps": 0}
 
 
 def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig, rundir: Path,
-              loaded: dict) -> dict:
+              loaded: dict, progress: bool = True) -> dict:
     from adaptlab.engine import make_lm
     from adaptlab.evaluate import evaluate
     from adaptlab.prompting import make_strategy
@@ -160,14 +172,15 @@ def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig
     if staged:
         prep = stages.prepare(staged, scfg, method, task, backbone, rundir.parent.parent / "stages", cfg.data, loaded)
     body = prep["backbone"]
-    tv = {"seed": seed, "train_limit": cfg.train_limit, "epochs": cfg.epochs, "max_steps": cfg.max_steps,
+    # --max-steps is a cap: min(max_steps, epochs x steps per epoch) (a run's own max_steps= still overrides)
+    tv = {"seed": seed, "train_limit": cfg.train_limit, "epochs": cfg.epochs, "step_cap": cfg.max_steps,
           "batch_size": cfg.batch_size, "eval_limit": cfg.eval_limit}
     for k, v in tv.items():
         sets.setdefault(k, v)
     sets = {k: v for k, v in sets.items() if v is not None}
     resume = (rundir / "tune_config.json").exists()
     stats = tune(task.path or task.name, method, out=str(rundir), sets=sets, resume=resume, data=cfg.data,
-                 backbone=body, progress=True, init=prep["init"], vocab=prep["vocab"])
+                 backbone=body, progress=progress, init=prep["init"], vocab=prep["vocab"])
     body, tuned = load_adapter(rundir, backbone=body)      # the base in memory: no reload from disk
     lm = make_lm(body, model=tuned, truncate=task.truncate)
     res = evaluate(lm, task, make_strategy("zero-shot"), test, model_name=backbone.name, split="test")
@@ -176,7 +189,10 @@ def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig
            "config": {"method_config": stats["method_config"], "train_config": stats["train_config"]},
            "adapter": str(rundir), "best_dev": stats.get("best_dev"),
            "train_calls": stats.get("train_calls", 0), "train_forwards": stats.get("train_forwards", 0),
-           "train_steps": stats.get("steps", 0)}
+           "train_steps": stats.get("steps", 0), "resumed_from_step": stats.get("resumed_from_step", 0),
+           # training seconds in train_seconds that this invocation did not spend (see the module doc)
+           "seconds_before": round(stats.get("resumed_seconds", 0.0)
+                                   + sum(s.get("seconds", 0.0) for s in prep["stages"] if s.get("reused")), 2)}
     if staged:
         rec["stages"] = prep["stages"]
         rec["config"]["stage_config"] = prep["config"]
@@ -238,17 +254,18 @@ def _compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dic
                "model": backbone.name, "metric": task.metric}
         try:
             if spec.kind == "prompt":
-                rec.update(_run_prompt(spec, seed, backbone, task, test, pool_loader))
+                rec.update(_run_prompt(spec, seed, backbone, task, test, pool_loader, progress))
             else:
                 rec.update(_run_tune(spec, seed, backbone, task, test, cfg,
-                                     outp / "runs" / f"{_safe(spec.label)}-seed{seed}", loaded))
+                                     outp / "runs" / f"{_safe(spec.label)}-seed{seed}", loaded, progress))
             rec["status"] = "ok"
         except UserError as e:
             rec.update(status="failed", error=str(e))
         except Exception as e:  # a crash in one run must not lose the others
             rec.update(status="failed", error=f"{type(e).__name__}: {e}",
                        traceback=traceback.format_exc(limit=8))
-        rec["seconds"] = round(time.perf_counter() - t0, 2)
+        rec["wall_seconds"] = round(time.perf_counter() - t0, 2)
+        rec["seconds"] = round(rec["wall_seconds"] + rec.get("seconds_before", 0.0), 2)
         recs = [r for r in recs if (r["run"], r["seed"]) != (spec.label, seed)] + [rec]
         try:
             _write_results(outp, recs)

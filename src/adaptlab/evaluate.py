@@ -81,10 +81,8 @@ def run(task: str, model: str | None = None, *, adapter: str | None = None, prom
         seed: int = 0, batch_size: int = 16, progress: bool = True) -> Result:
     """The Python API behind ``adaptlab eval``: load everything, evaluate, return a Result."""
     import random
-    import sys
 
     import torch
-    from tqdm import tqdm
 
     from adaptlab.data import load_split
     from adaptlab.engine import make_lm
@@ -128,8 +126,9 @@ def run(task: str, model: str | None = None, *, adapter: str | None = None, prom
         else:
             backbone = load_backbone(model)
         lm = make_lm(backbone, model=tuned, batch_size=batch_size, truncate=spec.truncate)
-    bar = tqdm(total=len(examples), desc=f"{spec.name} {prompt}", file=sys.stderr, disable=None if progress else True,
-               leave=False)
+    from adaptlab.progress import bar as progress_bar
+
+    bar = progress_bar(len(examples), f"{spec.name} {prompt}", enabled=progress, leave=False)
     from adaptlab.config import config_dict
 
     model_name = backbone.name if adapter else resolve_name(model)     # an adapter's own base, when no --model

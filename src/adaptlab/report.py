@@ -69,6 +69,7 @@ def summarize(recs: list[dict]) -> list[dict]:
                 # method's candidate x example) and forward passes (a gradient step's forward+backward is one)
                 "train_calls": round(statistics.fmean(r.get("train_calls", 0) for r in ok)),
                 "train_forwards": round(statistics.fmean(r.get("train_forwards", 0) for r in ok)),
+                "train_steps": round(statistics.fmean(r.get("train_steps", 0) for r in ok)),
                 "tokens": ok[0]["cost"]["prompt_tokens"] + ok[0]["cost"]["generated_tokens"],
             })
         if len(ok) < len(rs):
@@ -253,11 +254,18 @@ def stage_lines(rows: list[dict]) -> list[str]:
     return out
 
 
+def _steps_run(rows: list[dict]) -> str:
+    """What the tuning runs did: " (steps run: lora:r=8 20, head 13)" (the mean over seeds)."""
+    tuned = [r for r in rows if r.get("kind") == "tune" and "train_steps" in r]
+    return (" (steps run: " + ", ".join(f"{r['run']} {r['train_steps']}" for r in tuned) + ")") if tuned else ""
+
+
 def markdown_report(rows: list[dict], settings: dict, plots: list[str]) -> str:
     lines = [f"# adaptlab compare: {settings.get('task')} on {settings.get('model')}", ""]
     lines.append(f"Test examples: {settings.get('limit') or 'all'}; seeds: {settings.get('seeds')}; "
                  f"tuning: {settings.get('train_limit') or 'all'} train examples, {settings.get('epochs')} epoch(s)"
-                 + (f", at most {settings['max_steps']} steps" if settings.get("max_steps") else "") + ".")
+                 + (f" or at most {settings['max_steps']} steps, whichever is fewer" if settings.get("max_steps")
+                    else "") + _steps_run(rows) + ".")
     if settings.get("threads"):
         lines.append(f"CPU threads: {settings['threads']}.")
     lines.append("")

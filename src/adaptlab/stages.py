@@ -107,7 +107,8 @@ def prepare(stages: list[str], scfg: StageConfig, method: str, task, backbone, w
                   "task": task.name if kind == "tapt" else None, "base": backbone.name}
         folder = workdir / _key(kind, values)
         meta = folder / "adaptlab_pretrain.json"
-        if not meta.exists():
+        reused = meta.exists()                  # run by an earlier run or invocation: its seconds are not this one's
+        if not reused:
             src = {"task": task.path or task.name, "data": data} if kind == "tapt" else {"text": scfg.pt_text}
             pretrain(**src, method=scfg.pt_method, out=str(folder), backbone=backbone,
                      resume=(folder / "pretrain_config.json").exists(), sets={"max_seq_len": str(scfg.pt_max_seq_len)},
@@ -115,7 +116,8 @@ def prepare(stages: list[str], scfg: StageConfig, method: str, task, backbone, w
         info = json.loads(meta.read_text())
         out["seconds"] += info["stats"]["train_seconds"]
         out["stages"].append({"stage": kind, "folder": str(folder), "result": info["result"],
-                              "steps": info["stats"]["steps"], "seconds": info["stats"]["train_seconds"]})
+                              "steps": info["stats"]["steps"], "seconds": info["stats"]["train_seconds"],
+                              "reused": reused})
         pm = METHODS[scfg.pt_method]
         if scfg.pt_method == "full" or pm.mergeable:
             if str(folder) not in loaded:
@@ -130,7 +132,8 @@ def prepare(stages: list[str], scfg: StageConfig, method: str, task, backbone, w
         values = {"vocab_size": scfg.vocab_size, "extend": scfg.extend, "task": task.name,
                   "base": out["backbone"].name}
         folder = workdir / _key("vocab", values)
-        if not (folder / vocab.EXTENSION).exists():
+        reused = (folder / vocab.EXTENSION).exists()
+        if not reused:
             t0 = time.perf_counter()
             texts = task_texts(task, load_split(task, "train", data))
             tmp = folder.with_name(folder.name + ".tmp")
@@ -145,6 +148,6 @@ def prepare(stages: list[str], scfg: StageConfig, method: str, task, backbone, w
         out["vocab"] = str(folder)
         out["seconds"] += rep.get("seconds", 0.0)
         out["stages"].append({"stage": "vocab", "folder": str(folder), "added": len(rep.get("added", [])),
-                              "fertility": rep["fertility"]})
+                              "fertility": rep["fertility"], "seconds": rep.get("seconds", 0.0), "reused": reused})
     out["config"] = config_dict(scfg)
     return out

@@ -99,3 +99,29 @@ def test_zero_shots_and_bad_values():
     s = make_strategy("few-shot", {"k": "2"})
     with pytest.raises(ConfigError):
         s.prepare(None, load_task("sst2"), [])
+
+
+def test_default_selection_is_label_balanced_on_a_skewed_sorted_pool():
+    """Issue 28: random draws of k=4 from a pool sorted and skewed by label gave 4 of 4 of one label
+    (and a model predicting that label always). The default covers every label; random stays an option."""
+    skewed = ([{"text": f"bad film {i}", "label": "negative"} for i in range(30)]
+              + [{"text": f"good film {i}", "label": "positive"} for i in range(2)])
+    for seed in range(5):
+        blocks, s, _ = demos({"k": "4", "seed": str(seed)}, pool=skewed)
+        assert s.selection == "balanced"
+        assert sorted(label_of(b) for b in blocks) == ["negative", "negative", "positive", "positive"], seed
+    one_label = 0
+    for seed in range(5):
+        blocks, s, _ = demos({"k": "4", "seed": str(seed), "selection": "random"}, pool=skewed)
+        one_label += len({label_of(b) for b in blocks}) == 1
+    assert one_label >= 1                           # the old default's collapse, still there on request
+
+
+def test_default_selection_on_a_qa_task_draws_at_random():
+    task = load_task("multiarith")
+    pool = [{"question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(20)]
+    s = make_strategy("few-shot", {"k": "3"})
+    s.prepare(None, task, pool)
+    r = make_strategy("few-shot", {"k": "3", "selection": "random"})
+    r.prepare(None, task, pool)
+    assert s.render(task, pool[0]) == r.render(task, pool[0])

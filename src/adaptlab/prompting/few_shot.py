@@ -4,8 +4,12 @@ k demonstrations (x_i, y_i) from a pool precede the test input, and
     y* = argmax_y  log P_LM( v(y) | d(x_1, y_1) sep ... sep d(x_k, y_k) sep template(x) )
 
 with d(x, y) = template(x) + target(v(y)) and sep the task's demonstration separator.
-Selection: ``random``, ``first`` (the pool's first k, as lm-eval's ``first_n`` sampler),
-``balanced`` (k / |labels| per label) or ``similar`` (the k nearest to x by cosine similarity of
+Selection: ``balanced``, the default (k / |labels| per label, round robin over the task's labels,
+so a small k drawn from a skewed or label-sorted pool still shows every label; on a task without
+labels -- qa, multiple choice -- it draws at random, as ``random``), ``random`` (k drawn uniformly
+from the pool: the default before issue 28, which at k=4 could give 4 demonstrations of one label
+and a model that predicts it for every input), ``first`` (the pool's first k, as lm-eval's
+``first_n`` sampler) or ``similar`` (the k nearest to x by cosine similarity of
 the default encoder's mean-pooled embeddings; Liu et al. 2022, "What Makes Good In-Context
 Examples for GPT-3?"; the most similar sits last). The same demonstrations serve every input
 (``per_input=false``, the default: the local engine then caches their KV once) or are drawn per
@@ -47,7 +51,8 @@ class FewShot(ZeroShot):
     name = "few-shot"
     needs_pool = True
     k: int = 4                                                  # number of demonstrations
-    selection: Literal["random", "first", "balanced", "similar"] = "random"
+    # balanced: k / |labels| demos per label on classification tasks, random elsewhere
+    selection: Literal["balanced", "random", "first", "similar"] = "balanced"
     order: Literal["random", "fixed"] = "random"                # fixed: as selected (similar: most similar last)
     per_input: bool = False                                     # draw demos per input (similar always is)
     labels: Literal["gold", "random", "flipped", "none"] = "gold"

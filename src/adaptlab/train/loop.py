@@ -17,6 +17,11 @@ interrupted. Runs on HF Accelerate: under ``torchrun`` or ``accelerate launch`` 
 ``len(batches) % N`` are left out) and DDP averages the gradients, so a step over N processes is
 the step one process takes with ``grad_accum`` = N; the main process alone writes files.
 
+Time: ``train_seconds`` is the time spent in steps, over every invocation of the run (a resumed
+run restores it from its checkpoint; steps lost after the last checkpoint are not counted);
+``resumed_seconds`` / ``resumed_from_step`` say what the checkpoint of an earlier invocation kept.
+Progress goes to stderr (``adaptlab.progress``): a bar on a terminal, plain lines elsewhere.
+
 Cost: every step adds the stepper's ``cost(batches)`` (model calls, forward passes) to the run's
 ``train_calls`` / ``train_forwards``, so a black-box run's budget in model calls and a gradient
 run's steps are reported in the same units. ``eval_every`` (steps) moves the dev check from the
@@ -30,7 +35,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +54,7 @@ CHUNK_BATCHES = 50
 class TrainConfig:
     epochs: int = 3
     max_steps: int | None = None        # optimizer steps; overrides epochs when set
+    step_cap: int | None = None         # at most this many steps: min(step_cap, the steps epochs/max_steps give)
     batch_size: int = 16
     grad_accum: int = 1
     lr: float | None = None             # None: the method's default
@@ -70,6 +75,7 @@ class TrainConfig:
     def __post_init__(self):
         check(self.epochs >= 1, f"epochs={self.epochs}: must be at least 1")
         check(self.max_steps is None or self.max_steps >= 1, f"max_steps={self.max_steps}: must be at least 1")
+        check(self.step_cap is None or self.step_cap >= 1, f"step_cap={self.step_cap}: must be at least 1")
         check(self.batch_size >= 1, f"batch_size={self.batch_size}: must be at least 1")
         check(self.grad_accum >= 1, f"grad_accum={self.grad_accum}: must be at least 1")
         check(self.lr is None or 0 < self.lr < 1, f"lr={self.lr}: must be in (0, 1)")
@@ -167,7 +173,8 @@ def train(model: nn.Module, data: list, objective, stepper, cfg: TrainConfig, ho
           out: str | os.PathLike, resume: bool = False, progress: bool = True, desc: str = "train") -> dict:
     """Train ``model`` on ``data`` (examples the objective featurizes) and return the run summary."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
-    from tqdm import tqdm
+
+    from adaptlab.progress import bar as progress_bar
 
     hooks = hooks or Hooks()
     out = Path(out)
@@ -192,6 +199,8 @@ def train(model: nn.Module, data: list, objective, stepper, cfg: TrainConfig, ho
         raise ConfigError(f"{len(feats)} training examples make no batch on {world} processes")
     steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
     total = cfg.max_steps if cfg.max_steps else cfg.epochs * steps_per_epoch
+    if cfg.step_cap:                            # a cap (compare --max-steps), never more steps than epochs give
+        total = min(total, cfg.step_cap)
     module = _Loss(model, objective)
     stepper.setup(module, total)
     module = stepper.prepare(accel, module)
@@ -204,11 +213,13 @@ def train(model: nn.Module, data: list, objective, stepper, cfg: TrainConfig, ho
           "best_epoch": None, "dev": [], "losses": [], "metrics": {}}
     log_path = out / "log.jsonl"
     log: list[dict] = []
+    resumed = {"step": 0, "seconds": 0.0}      # what a checkpoint of an earlier invocation kept
     ck = find_checkpoint(out)
     if resume and ck is not None:
         saved, stepper_tensors = load_checkpoint(ck, inner, rank, world)
         stepper.load(stepper_tensors, saved.pop("stepper"))
         st.update(saved)
+        resumed = {"step": st["step"], "seconds": st["seconds"]}
         if log_path.exists():
             log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
             log = [r for r in log if r.get("step", 0) <= st["step"]]
@@ -237,6 +248,7 @@ def train(model: nn.Module, data: list, objective, stepper, cfg: TrainConfig, ho
                 "train_examples": len(feats), "train_seconds": round(st["seconds"], 2), "tokens_seen": st["tokens"],
                 "steps": st["step"], "epochs_done": st["epoch"], "dev_metric": hooks.metric,
                 "dev_per_epoch": st["dev"], "best_dev": st["best"], "best_epoch": st["best_epoch"],
+                "resumed_from_step": resumed["step"], "resumed_seconds": round(resumed["seconds"], 2),
                 "lr": getattr(stepper, "base_lr", None), "mixed_precision": mixed, "train_metrics": st["metrics"],
                 **(hooks.describe() if hooks.describe else {})}
 
@@ -260,8 +272,7 @@ def train(model: nn.Module, data: list, objective, stepper, cfg: TrainConfig, ho
                 hooks.save(summary())
 
     inner.train()
-    bar = tqdm(total=total, initial=st["step"], desc=desc, file=sys.stderr,
-               disable=None if (progress and main) else True, dynamic_ncols=True)
+    bar = progress_bar(total, desc, enabled=progress and main, initial=st["step"])
     done = st["step"] >= total
     while not done:
         batches = make_batches(lengths, cfg.batch_size, cfg.seed, st["epoch"])

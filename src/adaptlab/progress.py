@@ -1,0 +1,86 @@
+"""Progress on stderr for the long loops (training steps, examples scored).
+
+On a terminal: a tqdm bar, redrawn in place. Anywhere else (a log file, a pipe, ``nohup``, CI),
+where a bar would be either nothing or a mess of carriage returns: plain lines, one every 10% of
+the total or every 30 s, whichever comes first, and one at the end; none in the first 5 s, so a
+short command (or a command that fails at once) keeps its stderr to its result or its one error line:
+
+    train lora: 30/120 (25%), 12 s, ~36 s left, loss=0.4312
+
+``bar(total, desc, enabled=...)`` picks one; both have ``update(n)``, ``set_postfix(**values)``
+and ``close()``. ``ADAPTLAB_PROGRESS=lines`` forces the plain lines (``bar`` a bar, ``off``
+neither).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+EVERY_FRACTION = 0.1
+EVERY_SECONDS = 30.0
+QUIET_SECONDS = 5.0      # no lines before this: a short job prints none
+
+
+class Lines:
+    """Plain progress lines: at every ``every_fraction`` of ``total`` or ``every_seconds``, and at close."""
+
+    def __init__(self, total: int | None, desc: str, *, initial: int = 0, stream=None,
+                 every_fraction: float = EVERY_FRACTION, every_seconds: float = EVERY_SECONDS,
+                 quiet_seconds: float | None = None, clock=time.monotonic):
+        self.total, self.desc, self.n, self.start_n = total, desc, initial, initial
+        self.stream = stream if stream is not None else sys.stderr
+        self.every_n = max(1, round(total * every_fraction)) if total else None
+        self.every_s, self.clock = every_seconds, clock
+        self.quiet_s = QUIET_SECONDS if quiet_seconds is None else quiet_seconds
+        self.printed = False
+        self.t0 = self.t_last = clock()
+        self.n_last = initial
+        self.postfix = ""
+        self.closed = False
+
+    def set_postfix(self, **values) -> None:
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = self.clock()
+        if now - self.t0 < self.quiet_s:
+            return
+        if (self.every_n and (self.n // self.every_n) > (self.n_last // self.every_n)) \
+                or now - self.t_last >= self.every_s:
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        el = now - self.t0
+        parts = [f"{self.n}/{self.total} ({100 * self.n / self.total:.0f}%)" if self.total else f"{self.n}",
+                 f"{el:.0f} s"]
+        done = self.n - self.start_n
+        if self.total and 0 < done and self.n < self.total:
+            parts.append(f"~{el / done * (self.total - self.n):.0f} s left")
+        if self.postfix:
+            parts.append(self.postfix)
+        print(f"{self.desc}: " + ", ".join(parts), file=self.stream, flush=True)
+        self.t_last, self.n_last, self.printed = now, self.n, True
+
+    def close(self) -> None:
+        now = self.clock()
+        if not self.closed and self.n != self.n_last and (self.printed or now - self.t0 >= self.quiet_s):
+            self._line(now)
+        self.closed = True
+
+
+def bar(total: int | None, desc: str, *, enabled: bool = True, initial: int = 0, leave: bool = True,
+        stream=None):
+    """A tqdm bar on a terminal, :class:`Lines` elsewhere, a silent bar when not ``enabled``."""
+    from tqdm import tqdm
+
+    stream = stream if stream is not None else sys.stderr
+    mode = os.environ.get("ADAPTLAB_PROGRESS", "").strip().lower()
+    if not enabled or mode == "off":
+        return tqdm(total=total, disable=True)
+    tty = getattr(stream, "isatty", lambda: False)()
+    if mode == "lines" or (mode != "bar" and not tty):
+        return Lines(total, desc, initial=initial, stream=stream)
+    return tqdm(total=total, initial=initial, desc=desc, file=stream, dynamic_ncols=True, leave=leave)
