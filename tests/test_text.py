@@ -44,7 +44,14 @@ def test_decoder_training_rows_are_what_eval_scores(side, tmp_path, tiny_folder,
         seen.extend(list(s) for s in seqs)
         return real(self, seqs, min_rest)
 
+    real_grouped = LocalLM._score_grouped
+
+    def spy_grouped(self, rows, results):            # multi-token options of one context (grouped path)
+        seen.extend(list(r) for r, _ in rows)
+        return real_grouped(self, rows, results)
+
     monkeypatch.setattr(LocalLM, "_split_prefix", spy)
+    monkeypatch.setattr(LocalLM, "_score_grouped", spy_grouped)
     res = run(str(tmp_path / "t.yaml"), tiny_folder, data=data, split="test", progress=False)
     assert res.cost["truncated"] == 1
     bb = load_backbone(tiny_folder)
