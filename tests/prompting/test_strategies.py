@@ -55,6 +55,8 @@ def test_strategy_runs_and_records(tiny_decoder, name, sets, task_name, examples
             assert "raw" in rec
         else:
             assert rec["prediction"] in task.labels
+        if name == "zero-shot-cot":     # the closed label set is scored, a number decoded
+            assert rec["answer_by"] == ("decoding" if task.schema == "qa" else "scoring")
     # render shows the exact prompt the model got (single-stage strategies)
     if name in ("zero-shot", "instruction", "few-shot", "cot", "direct", "self-consistency", "calculator", "ape"):
         assert strategy.render(task, examples[0]) == res.records[0]["prompt"]
@@ -104,6 +106,32 @@ def test_zero_shot_cot_two_stages():
     assert first[0].endswith("Answer: Let's think step by step.")
     assert second[0].endswith("He has 3 + 4 = 7 apples.\nTherefore, the answer (arabic numerals) is")
     assert pred.prediction == "7" and pred.extra["reasoning"] == "He has 3 + 4 = 7 apples."
+    assert pred.extra["answer_by"] == "decoding" and lm.cost.calls == 2      # an open answer: decoded
+
+
+def test_zero_shot_cot_scores_yes_no_on_tiny_decoder(tiny_decoder):
+    # the random model's stage-2 decode says neither yes nor no (" is is is is"): decoding left every
+    # answer unparsed; scoring the closed set after the trigger predicts one of its options every time
+    task = load_task("coin_flip")
+    examples = [dict(COIN[0], answer=a) for a in ("no", "yes", "no", "yes")]
+    lm = make_lm(tiny_decoder)
+    res = evaluate(lm, task, make_strategy("zero-shot-cot", {"reasoning_tokens": "8", "answer_tokens": "4"}),
+                   examples, model_name="tiny")
+    assert [r["prediction"] for r in res.records if r["prediction"] not in ("yes", "no")] == []
+    for rec in res.records:
+        assert rec["answer_by"] == "scoring" and len(rec["scores"]) == 2 and "raw" not in rec
+        assert rec["prompt"].endswith("\nTherefore, the answer (Yes or No) is")
+    # honest cost: 4 reasoning generations + 4 scoring requests; only the reasoning generates tokens
+    assert res.cost["calls"] == 8 and res.cost["generated_tokens"] <= 4 * 8
+
+
+def test_zero_shot_cot_closed_set_is_scored_not_decoded():
+    task = load_task("coin_flip")
+    lm = ScriptLM(lambda p, j: "The coin was flipped once." if p.endswith("step by step.") else " maybe")
+    [pred] = make_strategy("zero-shot-cot").predict(lm, task, COIN[:1])
+    assert len(lm.prompts) == 1                                    # stage 2 generated nothing
+    assert pred.prediction == "yes" and pred.scores == [-1.0, -2.0]   # ScriptLM prefers option 0 (" Yes")
+    assert pred.extra["answer_by"] == "scoring" and pred.raw is None and lm.cost.calls == 2
 
 
 def test_least_to_most_answers_subquestions_in_order():
