@@ -260,9 +260,7 @@ def _hf_rows(task: Task, dataset: str, config: str | None, split: str) -> tuple[
         names = feat.names
     rows = []
     for i, rec in enumerate(ds, 1):
-        r = {ours: rec[theirs] for ours, theirs in fields.items() if theirs in rec}
-        for k, v in rec.items():
-            r.setdefault(k, v)
+        r = _rename(fields, rec)
         if "label" in r and isinstance(r["label"], int) and names:
             r["label"] = names[r["label"]] if 0 <= r["label"] < len(names) else r["label"]
         rows.append((i, r))
@@ -334,6 +332,11 @@ def map_fields(task: Task, rec: dict, path=None, line=None) -> dict:
     for ours, theirs in fields.items():
         if theirs not in rec and ours not in rec:
             raise DataError(path, line, f"missing field {ours!r} (nor {theirs!r}, its column in the task's source.fields)")
+    return _rename(fields, rec)
+
+
+def _rename(fields: dict, rec: dict) -> dict:
+    """``rec`` with ``fields`` (ours <- theirs) applied: a mapped column wins, the rest are kept."""
     r = {ours: rec[theirs] for ours, theirs in fields.items() if theirs in rec}
     for k, v in rec.items():
         r.setdefault(k, v)

@@ -209,13 +209,7 @@ class LocalLM:
         """Left-pad ``rows`` after the cached ``prefix``; returns model kwargs (``room``: free
         cache slots per row for tokens to be generated)."""
         P, B = len(prefix), len(rows)
-        L = max(len(r) for r in rows)
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
-        ids = torch.full((B, L), pad, dtype=torch.long)
-        mask = torch.zeros((B, L), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, L - len(r):] = torch.tensor(r)
-            mask[i, L - len(r):] = 1
+        ids, mask = self._left_pad(rows)
         pos = (P + mask.cumsum(-1) - 1).clamp(min=P if P else 0)
         full_mask = torch.cat([torch.ones((B, P), dtype=torch.long), mask], dim=1)
         kw = dict(input_ids=ids.to(self.device), attention_mask=full_mask.to(self.device),

@@ -125,13 +125,8 @@ def prompt_logprobs(lm, rows: list[list[int]], top_k: int = 0) -> list[tuple[lis
     out = []
     for s in range(0, len(rows), lm.batch_size):
         chunk = rows[s: s + lm.batch_size]
-        L = max(len(r) for r in chunk)
-        pad = lm.tok.pad_token_id if lm.tok.pad_token_id is not None else 0
-        ids = torch.full((len(chunk), L), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), L), dtype=torch.long)
-        for i, r in enumerate(chunk):
-            ids[i, L - len(r):] = torch.tensor(r)
-            mask[i, L - len(r):] = 1
+        ids, mask = lm._left_pad(chunk)                                       # [B, L], rows at the end
+        L = ids.shape[1]
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
                           position_ids=pos.to(lm.device)).logits.float()
