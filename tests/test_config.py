@@ -69,3 +69,18 @@ def test_atomic_write_leaves_no_temp(tmp_path):
     atomic_write_json(p, {"a": 1})
     assert p.read_text().strip().startswith("{")
     assert [f.name for f in p.parent.iterdir()] == ["x.json"]
+
+
+def test_atomic_write_follows_the_umask(tmp_path):
+    """Output files get 0666 less the umask, like open() (issue 26), not mkstemp's 0600."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "a.json", {"a": 1})
+        os.umask(0o077)
+        atomic_write_json(tmp_path / "b.json", {"b": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600

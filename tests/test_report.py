@@ -85,3 +85,14 @@ def test_report_shows_the_thread_policy(tmp_path, monkeypatch):
     write_report(tmp_path, RECORDS, {"task": "reviews", "model": "m", "seeds": 2, "limit": 100})
     assert "CPU threads: 1 (auto: 2 cpus, 1.3 busy; OpenMP wait passive)." in (tmp_path / "report.md").read_text()
     assert 'id="threads">CPU threads: 1 (auto' in (tmp_path / "report.html").read_text()
+
+
+def test_one_seed_shows_no_std():
+    """A std over one seed was never measured: the table shows a dash, not 0.0000 (issue 26)."""
+    from adaptlab.report import _display_rows
+    one = {"run": "lora", "kind": "tune", "metric": "accuracy", "mean": 0.9, "std": 0.0, "seeds": 1,
+           "trainable_params": 1, "adapter_bytes": 10, "train_s": 1.0, "eval_s": 1.0,
+           "calls": 1, "tokens": 1, "train_calls": 0, "train_forwards": 0}
+    two = dict(one, std=0.01, seeds=2)
+    assert _display_rows([one])[0]["std"] == "–"
+    assert _display_rows([two])[0]["std"] == "0.0100"

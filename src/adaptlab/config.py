@@ -165,13 +165,28 @@ def load_yaml(text: str) -> Any:
 # --------------------------------------------------------------------------- atomic writes
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (Linux's /proc; else set and restore it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it into place, so a reader (or a
-    crash) never sees half a file."""
+    crash) never sees half a file. The file gets the mode ``open()`` would give it (0666 less the
+    umask), not mkstemp's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

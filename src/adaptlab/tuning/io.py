@@ -84,7 +84,10 @@ def peft_config(tuned, base_name: str) -> dict:
     from adaptlab.tuning import get_method
 
     mod = get_method(tuned.method).module
-    d = {"base_model_name_or_path": base_name, "revision": None,
+    from adaptlab.models import hub_id
+
+    # peft and vLLM read a Hugging Face id here; our short name stays in adaptlab.json's "base"
+    d = {"base_model_name_or_path": hub_id(base_name), "revision": None,
          "task_type": "CAUSAL_LM" if tuned.kind == "decoder" else "FEATURE_EXTRACTION",
          "inference_mode": True}
     d.update(mod.to_peft_config(saved_config(tuned), tuned))
