@@ -72,3 +72,14 @@ def test_bad_input_one_line_exit_2(capsys, tmp_path, monkeypatch, args, words):
 def test_console_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "adaptlab", "eval", "--task", "nope"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().startswith("error:")
+
+
+def test_eval_help_lists_every_prompting_strategy(capsys):
+    """`eval --help` names each --prompt strategy (issue 26), kept in step with the registry."""
+    from adaptlab.prompting import STRATEGIES
+
+    code, out, _ = run_cli(["eval", "--help"], capsys)
+    assert code == 0
+    text = " ".join(out.split())
+    missing = [name for name in STRATEGIES if f" {name}," not in text and f" {name} (" not in text]
+    assert not missing, missing

@@ -64,7 +64,9 @@ def tasks_cmd(as_json: bool) -> None:
 @click.option("--task", required=True, help="Built-in task name or a task YAML file.")
 @click.option("--model", default=None, help="Default name, HF id, model folder or .gguf (default: smollm2-135m-instruct).")
 @click.option("--adapter", default=None, help="An adapter folder made by 'adaptlab tune'.")
-@click.option("--prompt", default="zero-shot", show_default=True, help="Prompting strategy.")
+@click.option("--prompt", default="zero-shot", show_default=True,
+              help="Prompting strategy: zero-shot, instruction, few-shot, direct, cot, zero-shot-cot, "
+                   "self-consistency, least-to-most, ape, calculator (options: --set, docs/methods.md).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Strategy option (repeatable).")
 @click.option("--data", default=None, help="Folder of <split>.jsonl, one data file, or hf:<dataset>[:<config>].")
 @click.option("--split", default="test", show_default=True, help="Split role (train/dev/test) or split name.")
@@ -388,8 +390,10 @@ def compare_cmd(task, model, runs, seeds, out, limit, data, train_limit, epochs,
 @click.option("--data", default=None, help="Folder of <split>.jsonl or hf:<dataset>[:<config>].")
 @click.option("--n-adapters", type=click.IntRange(min=1), default=100, show_default=True, help="storage only.")
 def experiment_cmd(name, task, model, out, seeds, limit, data, n_adapters) -> None:
-    """Presets reproducing the seeds' claims: icl-demos, icl-flipped, specialist-vs-generalist, storage,
-    black-box, spot-library, spot-transfer (--task a,b,... for the spot ones)."""
+    """Presets reproducing published claims: icl-demos and icl-flipped (Min et al. 2022, demonstrations'
+    labels), specialist-vs-generalist, storage (Houlsby et al. 2019 / Hu et al. 2021, one base and many
+    adapters), black-box (Sun et al. 2022, BBT), spot-library and spot-transfer (Vu et al. 2022, SPoT;
+    --task a,b,... for these two)."""
     from adaptlab.experiments import run_experiment
     from adaptlab.report import COLUMNS, _display_rows, format_table, summarize
 
