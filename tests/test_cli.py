@@ -83,3 +83,17 @@ def test_eval_help_lists_every_prompting_strategy(capsys):
     text = " ".join(out.split()).replace("- ", "-")       # click wraps lines after a hyphen
     missing = [name for name in STRATEGIES if f" {name}," not in text and f" {name} (" not in text]
     assert not missing, missing
+
+
+def test_eval_with_an_adapter_shows_it(tmp_path, tiny_folder, capsys):
+    """`eval --adapter DIR` prints the adapter in its table, unlike the base run (issue 26)."""
+    from adaptlab.train import tune
+
+    tune("reviews", "lora", model=tiny_folder, out=str(tmp_path / "lora"), sets={"r": "2", "eval": "false"},
+         max_steps=1, train_limit=4, batch_size=2, progress=False)
+    capsys.readouterr()
+    code, base, _ = run_cli(["eval", "--task", "reviews", "--model", tiny_folder, "--limit", "2"], capsys)
+    assert code in (0, None) and "adapter" not in base.splitlines()[0].split()
+    code, out, _ = run_cli(["eval", "--task", "reviews", "--adapter", str(tmp_path / "lora"), "--limit", "2"], capsys)
+    assert code in (0, None)
+    assert "adapter" in out.splitlines()[0].split() and str(tmp_path / "lora") in out

@@ -96,7 +96,8 @@ def eval_cmd(task, model, adapter, prompt, sets, data, split, limit, seed, batch
         return
     res = run(task, model, adapter=adapter, prompt=prompt, sets=parse_sets(sets), data=data, split=split,
               limit=limit, seed=seed, batch_size=batch_size)
-    row = {"task": res.task, "model": res.model, "prompt": res.strategy, "split": res.split,
+    row = {"task": res.task, "model": res.model, **({"adapter": adapter} if adapter else {}),
+           "prompt": res.strategy, "split": res.split,
            **{k: v for k, v in res.metrics.items()}, "calls": res.cost["calls"],
            "tokens": res.cost["prompt_tokens"] + res.cost["generated_tokens"], "seconds": res.cost["wall_seconds"]}
     _emit(res.to_dict(records=bool(out) or as_json), format_table([row]), as_json, out)
