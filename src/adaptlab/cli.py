@@ -125,7 +125,7 @@ def _loop_options(f):
     """The training loop's options, shared by tune and pretrain (None: the TrainConfig default)."""
     for opt in reversed([
             click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
-            click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (default 3)."),
+            click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (default 3; `adaptlab compare` uses 1 unless given --epochs)."),
             click.option("--max-steps", type=click.IntRange(min=1), default=None,
                          help="Optimizer steps (overrides --epochs)."),
             click.option("--train-limit", type=click.IntRange(min=1), default=None,
@@ -355,7 +355,7 @@ def merge_cmd(adapter, out, model, as_json) -> None:
 @click.option("--data", default=None, help="Folder of <split>.jsonl or hf:<dataset>[:<config>].")
 @click.option("--train-limit", type=click.IntRange(min=1), default=500, show_default=True,
               help="Tuning runs: train examples.")
-@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True, help="Tuning runs: epochs.")
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True, help="Tuning runs: epochs (1 to keep the comparison to minutes; `adaptlab tune` defaults to 3).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Tuning runs: at most this many optimizer steps (a cap on --epochs, never more).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
