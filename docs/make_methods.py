@@ -17,8 +17,16 @@ def options(cls) -> str:
 
 
 def intro(module) -> str:
+    """The docstring up to and including its first formula (the first indented block), and the
+    paragraph after it when that one explains the symbols ("where ...")."""
     paras = (module.__doc__ or "").strip().split("\n\n")
-    return "\n\n".join(paras[:2])
+    formula = next((i for i, p in enumerate(paras) if p.startswith("    ") or "\n    " in p), None)
+    if formula is None:
+        return "\n\n".join(paras[:2])
+    end = formula + 1
+    if end < len(paras) and paras[end].lstrip().lower().startswith(("where", "with ")):
+        end += 1
+    return "\n\n".join(paras[:end])
 
 
 print("# Methods and strategies\n")
