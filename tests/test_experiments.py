@@ -20,7 +20,7 @@ def test_unknown_experiment():
         run_experiment("nope")
 
 
-def test_storage_writes_and_reads_back(tmp_path, tiny_decoder):
+def test_storage_writes_and_reads_back(tmp_path, tiny_decoder, capsys):
     d = tmp_path / "tiny"
     tiny_decoder.model.save_pretrained(d)
     tiny_decoder.tokenizer.save_pretrained(d)
@@ -31,6 +31,12 @@ def test_storage_writes_and_reads_back(tmp_path, tiny_decoder):
     assert res["base_plus_adapters_bytes"] == res["base_bytes"] + res["adapters_bytes"]
     assert json.loads((tmp_path / "st" / "results.json").read_text()) == res
     assert "fully tuned copies" in (tmp_path / "st" / "report.md").read_text()
+    # one definition of adapter_bytes (the weights file), the folder counted apart; a table, not JSON
+    assert res["adapter_bytes"] == (tmp_path / "st" / "adapters" / "001" / "adapter_model.safetensors").stat().st_size
+    assert res["adapter_folder_bytes_each"] > res["adapter_bytes"] and res["loaded"] == ["000", "001", "002"]
+    out = capsys.readouterr().out
+    assert out.startswith("| layout | bytes | GiB |") and "adapter_model.safetensors (adapter_bytes)" in out
+    assert "first, middle, last" in out and "{" not in out
 
 
 def test_black_box_preset_parses():

@@ -126,33 +126,46 @@ def storage(model: str | None, task: str, out: str, n: int = 100, r: int = 8) ->
     for i in range(n):
         got = load_file(outp / "adapters" / f"{i:03d}" / WEIGHTS)
         mismatched += any(not torch.equal(got[k], written[i][k]) for k in written[i])
-    loaded = 0
-    for i in sorted({0, n // 2, n - 1}):
-        _, tuned = load_adapter(outp / "adapters" / f"{i:03d}", backbone=backbone)
-        loaded += 1
+    sample = sorted({0, n // 2, n - 1})              # first, middle, last: loaded onto the base as serve does
+    for i in sample:
+        load_adapter(outp / "adapters" / f"{i:03d}", backbone=backbone)
     adapters = _folder_bytes(outp / "adapters")
+    weights = (outp / "adapters" / "000" / WEIGHTS).stat().st_size
     result = {
         "model": backbone.name, "task": spec.name, "n": n, "lora_r": r,
-        "base_bytes": full_copy, "adapters_bytes": adapters, "adapter_bytes_each": adapters // n,
+        "base_bytes": full_copy, "adapters_bytes": adapters, "adapter_bytes": weights,
+        "adapter_folder_bytes_each": adapters // n,
         "base_plus_adapters_bytes": full_copy + adapters, "full_copies_bytes": n * full_copy,
         "ratio": (n * full_copy) / (full_copy + adapters), "adapters_checked": n, "mismatched": mismatched,
-        "loaded_into_model": loaded, "seconds": round(time.perf_counter() - t0, 1),
+        "loaded_into_model": len(sample), "loaded": [f"{i:03d}" for i in sample],
+        "seconds": round(time.perf_counter() - t0, 1),
         "note": f"one full copy written and measured; {n} copies = {n} x that (not written)",
     }
     atomic_write_json(outp / "results.json", result)
-    gb = 1024 ** 3
-    md = (f"# adaptlab experiment storage: {backbone.name}\n\n"
-          f"| layout | bytes | GiB |\n| --- | --- | --- |\n"
-          f"| one base + {n} LoRA adapters (r={r}, q,v) | {full_copy + adapters:,} | {(full_copy + adapters) / gb:.3f} |\n"
-          f"| {n} fully tuned copies | {n * full_copy:,} | {n * full_copy / gb:.3f} |\n\n"
-          f"Each adapter folder: {adapters // n:,} bytes. Ratio: {result['ratio']:.1f}x less on disk. "
-          f"All {n} adapters were written and read back ({mismatched} mismatched); {loaded} loaded into the "
-          f"model. {result['note']}.\n")
+    md = storage_report(result)
     atomic_write_text(outp / "report.md", md)
     atomic_write_text(outp / "report.html", "<!doctype html><meta charset='utf-8'><title>storage</title><pre>"
                       + md.replace("&", "&amp;").replace("<", "&lt;") + "</pre>")
-    print(json.dumps(result, indent=2))
+    print(md.split("\n", 2)[2].rstrip() + f"\n\nreport: {outp}/report.html (and report.md, results.json)")
     return result
+
+
+def storage_report(res: dict) -> str:
+    """The storage experiment as a table, every byte figure with what it counts."""
+    gb, n, r = 1024 ** 3, res["n"], res["lora_r"]
+    rows = [(f"one base + {n} LoRA adapters (r={r}, q,v)", res["base_plus_adapters_bytes"]),
+            (f"{n} fully tuned copies", res["full_copies_bytes"]),
+            ("the base (model folder)", res["base_bytes"]),
+            ("one adapter: adapter_model.safetensors (adapter_bytes)", res["adapter_bytes"]),
+            ("one adapter folder (that file + adapter_config.json + adaptlab.json)", res["adapter_folder_bytes_each"])]
+    table = "| layout | bytes | GiB |\n| --- | ---: | ---: |\n" + "".join(
+        f"| {what} | {b:,} | {b / gb:.4f} |\n" for what, b in rows)
+    return (f"# adaptlab experiment storage: {res['model']}\n\n{table}\n"
+            f"Ratio: {res['ratio']:.1f}x less on disk. All {n} adapter files were read back and their tensors "
+            f"compared with what was written ({res['mismatched']} mismatched); {res['loaded_into_model']} of them "
+            f"(numbers {', '.join(res['loaded'])}: first, middle, last) were also loaded onto the base model with "
+            f"load_adapter, as `adaptlab serve` loads them. {res['note']}. adapter_bytes is the weights file, "
+            f"the size `tune` and `compare` report.\n")
 
 
 def spot_transfer(model: str | None, tasks: list[str], out: str, *, data: str | None = None, limit: int = 24,

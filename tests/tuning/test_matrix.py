@@ -55,6 +55,9 @@ def test_apply_step_save_load(method, kind, load_tiny, tmp_path):
     bb2, loaded = load_adapter(tmp_path / "run")
     # the saved form (prefix / P-tuning save their encoder's output, as peft does) loads back whole
     assert loaded.method == method and adapter_bytes(loaded) == adapter_bytes(tuned)
+    # one definition of adapter_bytes: the weights file's size, in the run's stats as on disk
+    on_disk = (tmp_path / "run" / "adapter_model.safetensors").stat().st_size
+    assert stats["adapter_bytes"] == adapter_bytes(tuned) == on_disk
     tuned.eval()
     ids = torch.tensor([bb.tokenizer("Review: a great movie\nSentiment:")["input_ids"]])
     assert torch.equal(_outputs(tuned, ids), _outputs(loaded, ids))

@@ -75,9 +75,37 @@ def _file_state(tuned) -> dict:
     return to_keys(state)
 
 
+# safetensors' dtype names, in the order of its Rust ``Dtype`` enum (the file lays tensors out by
+# dtype, largest first, then by name; the order only moves the offsets' digits in the header)
+_ST_DTYPES = ("bool", "uint8", "int8", "int16", "float16", "bfloat16", "int32", "float32", "float64", "int64")
+_ST_NAMES = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "float16": "F16", "bfloat16": "BF16",
+             "int32": "I32", "float32": "F32", "float64": "F64", "int64": "I64"}
+SAVE_METADATA = {"format": "pt"}
+
+
+def safetensors_bytes(tensors: dict) -> int:
+    """The exact size of the safetensors file ``tensors`` make: an 8-byte length, the JSON header
+    (padded with spaces to a multiple of 8) and the raw tensor bytes, without writing it."""
+    from safetensors.torch import save
+
+    dts = [str(v.dtype).removeprefix("torch.") for v in tensors.values()]
+    if any(d not in _ST_NAMES for d in dts):                 # a rare dtype: measure by serialising
+        return len(save({k: v.contiguous() for k, v in tensors.items()}, metadata=SAVE_METADATA))
+    order = sorted(zip(tensors, tensors.values(), dts), key=lambda t: (-_ST_DTYPES.index(t[2]), t[0]))
+    header, offset = {"__metadata__": SAVE_METADATA}, 0
+    for name, v, d in order:
+        n = v.numel() * v.element_size()
+        header[name] = {"dtype": _ST_NAMES[d], "shape": list(v.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    h = len(json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode())
+    return 8 + (h + 7) // 8 * 8 + offset
+
+
 def adapter_bytes(tuned) -> int:
-    """Bytes of the saved tensors (what adapter_model.safetensors holds, without its header)."""
-    return sum(v.numel() * v.element_size() for v in _file_state(tuned).values())
+    """``adapter_bytes`` everywhere (tune, compare, the report): the size of the adapter's
+    adapter_model.safetensors, the file peft and vLLM load (tensors and header). The folder's JSON
+    configs add a few KB more; ``experiment storage`` counts whole folders and says so."""
+    return safetensors_bytes(_file_state(tuned))
 
 
 def peft_config(tuned, base_name: str) -> dict:
@@ -108,7 +136,7 @@ def save_adapter(out, tuned, *, stats: dict | None = None, meta: dict | None = N
     from adaptlab.untrusted import check_finite
 
     check_finite(tensors, lambda name, why: TrainingDiverged(f"{out}: not saving the adapter: tensor {name!r} {why}"))
-    atomic_write_bytes(out / WEIGHTS, save(tensors, metadata={"format": "pt"}))
+    atomic_write_bytes(out / WEIGHTS, save(tensors, metadata=SAVE_METADATA))
     atomic_write_json(out / CONFIG, peft_config(tuned, base.get("name", "")))
     from adaptlab.config import atomic_write_text
     from adaptlab.tuning import get_method as _gm
