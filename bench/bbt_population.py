@@ -8,7 +8,7 @@ ways, interleaved in every round so that the machine's load hits all three alike
                (timed on ``--row-candidates`` candidates and scaled: the rate is per candidate)
 Prints candidates/s for each and the ratios; checks that the losses agree (max abs diff).
 
-    ADAPTLAB_DATA_DIR=../shared/data python bench/bbt_population.py --threads 2
+    ADAPTLAB_DATA_DIR=bench-data python bench/bbt_population.py --threads 2
 """
 
 from __future__ import annotations

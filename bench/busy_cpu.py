@@ -13,7 +13,7 @@ threads), started and warmed before the measured run.
 Target: with a competitor the default is within 1.2x of the best fixed setting (1 or 2);
 alone within 1.1x; never the ~4x cliff.
 
-    ADAPTLAB_DATA_DIR=../shared/data python bench/busy_cpu.py [--reps 1] [--out bench/results/busy_cpu.jsonl]
+    ADAPTLAB_DATA_DIR=bench-data python bench/busy_cpu.py [--reps 1] [--out bench/results/busy_cpu.jsonl]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Accuracy by input length: where two tuned adapters differ on a task's test split.
 
-    ADAPTLAB_DATA_DIR=../shared/data python bench/by_length.py --adapter runs/full --adapter runs/ptv2
+    ADAPTLAB_DATA_DIR=bench-data python bench/by_length.py --adapter runs/full --adapter runs/ptv2
 
 Each adapter (an `adaptlab tune` output folder) is scored with `adaptlab eval`'s code on the same
 examples; the table gives accuracy per bin of the input's word count (the schema's ``text`` field),

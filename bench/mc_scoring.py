@@ -5,7 +5,7 @@ one run on the same model, examples and prompts.
 Target: prompt tokens for N questions x K options ~ N x prompt + N x K x option (not
 N x K x (prompt + option)); the same accuracy; seconds recorded.
 
-    ADAPTLAB_DATA_DIR=../shared/data python bench/mc_scoring.py [--task commonsenseqa] [--limit 50] [--prompt zero-shot]
+    ADAPTLAB_DATA_DIR=bench-data python bench/mc_scoring.py [--task commonsenseqa] [--limit 50] [--prompt zero-shot]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The masked-LM objective's masking statistics on real text with the default encoder's tokenizer.
 
-    ADAPTLAB_DATA_DIR=../shared/data python bench/mlm_masking.py [--tokens 100000]
+    ADAPTLAB_DATA_DIR=bench-data python bench/mlm_masking.py [--tokens 100000]
 
 Collates SST-2 train sentences through ``train.objectives.MaskedLM`` (transformers'
 ``DataCollatorForLanguageModeling``) until ``--tokens`` real tokens are seen and prints: the share

@@ -1,6 +1,6 @@
 """Does continued pretraining help the default encoder on SST-2? TAPT and DAPT vs none.
 
-    ADAPTLAB_DATA_DIR=../shared/data python bench/tapt.py [--seeds 0,1,2] [--methods head,lora]
+    ADAPTLAB_DATA_DIR=bench-data python bench/tapt.py [--seeds 0,1,2] [--methods head,lora]
 
 Three bodies of the default encoder (minilm-l6): the shipped one; TAPT = masked-LM ``full``
 continued pretraining on SST-2's own train split with the labels dropped (``adaptlab pretrain
@@ -84,7 +84,7 @@ def main() -> None:
     from adaptlab.tuning import METHODS
     from adaptlab.tuning.io import load_adapter
 
-    data_dir = Path(os.environ.get("ADAPTLAB_DATA_DIR", "../shared/data"))
+    data_dir = Path(os.environ.get("ADAPTLAB_DATA_DIR", "bench-data"))
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(x) for x in results.read_text().splitlines() if x.strip()] if results.exists() else []

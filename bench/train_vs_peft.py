@@ -1,6 +1,6 @@
 """Training speed: adaptlab's LoRA step vs peft + transformers in a plain PyTorch loop.
 
-    ADAPTLAB_DATA_DIR=../shared/data python bench/train_vs_peft.py [--steps 20] [--rounds 2]
+    ADAPTLAB_DATA_DIR=bench-data python bench/train_vs_peft.py [--steps 20] [--rounds 2]
 
 Part A, the same batches in the same order: the default decoder (smollm2-135m-instruct, fp32),
 LoRA r=8, alpha=16, dropout 0 on q_proj and v_proj, identical initial A (B = 0), AdamW

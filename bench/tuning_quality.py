@@ -1,6 +1,6 @@
 """Tuning quality on SST-2: every method with the same train subset and budget, mean of seeds.
 
-    ADAPTLAB_DATA_DIR=../shared/data python bench/tuning_quality.py --methods full,head,lora,ia3
+    ADAPTLAB_DATA_DIR=bench-data python bench/tuning_quality.py --methods full,head,lora,ia3
 
 Each (method, seed) run is `adaptlab.train.tune` (the code behind `adaptlab tune`) on the first
 ``--train-limit`` SST-2 train examples after the loop's fixed shuffle (the same subset for every

@@ -1,6 +1,6 @@
 """A vocabulary for SST-2's text, and LoRA with and without 100 added whole-word tokens.
 
-    ADAPTLAB_DATA_DIR=../shared/data python bench/vocab_extend.py [--seeds 0,1,2] [--model minilm-l6]
+    ADAPTLAB_DATA_DIR=bench-data python bench/vocab_extend.py [--seeds 0,1,2] [--model minilm-l6]
 
 1. ``adaptlab vocab --task sst2 --vocab-size 8000 --extend 100`` on the model's tokenizer: tokens
    per word on SST-2's train text under the base tokenizer, the new 8,000-token vocabulary, and the

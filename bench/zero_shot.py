@@ -5,7 +5,7 @@ options " negative"/" positive" (the lm-eval hf-backend setup that gives 0.79 on
 encoder (minilm-l6): embedding similarity between the rendered input and each label word
 (sentence-transformers style), since the encoder has no LM head to score words with.
 
-    ADAPTLAB_DATA_DIR=../shared/data python bench/zero_shot.py [--limit N]
+    ADAPTLAB_DATA_DIR=bench-data python bench/zero_shot.py [--limit N]
 """
 
 from adaptlab import threads
