@@ -8,7 +8,7 @@ accuracy, macro-F1, the labels of the k demonstrations, and the share of the mos
 appended to bench/results/few_shot_default.jsonl as they finish; a rerun skips the rows already
 there (so it can be stopped and resumed, or given more seeds).
 
-    ADAPTLAB_DATA_DIR=/work/shared/data python bench/few_shot_default.py \
+    ADAPTLAB_DATA_DIR=bench-data python bench/few_shot_default.py \
         [--tasks sst2,mr,...] [--k 4] [--limit 100] [--seeds 3] [--threads 1]
     python bench/few_shot_default.py --table        # print the table of what is done
 """

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("ADAPTLAB_DATA_DIR", "/work/shared/data")
+os.environ.setdefault("ADAPTLAB_DATA_DIR", "bench-data")
 RESULTS = Path(__file__).parent / "results" / "generalist.jsonl"
 TASKS = {"sentiment": ["sst2", "mr"], "nli": ["rte", "mrpc"], "topic": ["agnews", "subj"],
          "acceptability": ["cola"], "commonsense": ["commonsenseqa"]}

@@ -7,7 +7,7 @@ Batch sizes are each tool's own (adaptlab rows hold one input after the cached d
 rows hold demos + input, so adaptlab packs more rows per forward for a similar token count). Timed: the evaluation only (both models are loaded before the clock starts).
 
     pip install "lm-eval>=0.4,<0.5"        # bench-only; not an adaptlab dependency
-    ADAPTLAB_DATA_DIR=/work/shared/data python bench/icl_vs_lmeval.py [--limit 200] [--k 8] [--batch-size 8,16] [--repeats 2]
+    ADAPTLAB_DATA_DIR=bench-data python bench/icl_vs_lmeval.py [--limit 200] [--k 8] [--batch-size 8,16] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def main() -> None:
     from adaptlab.prompting import make_strategy
     from adaptlab.tasks import load_task
 
-    data = Path(os.environ.get("ADAPTLAB_DATA_DIR", "/work/shared/data")) / "sst2"
+    data = Path(os.environ.get("ADAPTLAB_DATA_DIR", "bench-data")) / "sst2"
     folder = _dequantize_gguf(default_path("smollm2-135m-instruct"))
 
     # ---------------------------------------------------------------- adaptlab

@@ -12,7 +12,7 @@ rerun skips the runs already in the results file):
              self-consistency (n=8), least-to-most, calculator
   ape        APE on sst2, with the model calls its search spent
 
-    ADAPTLAB_DATA_DIR=/work/shared/data python bench/prompting_runs.py [--groups sst2,min,...]
+    ADAPTLAB_DATA_DIR=bench-data python bench/prompting_runs.py [--groups sst2,min,...]
     python bench/prompting_runs.py --table          # print the Markdown tables of what is done
 """
 
@@ -144,7 +144,7 @@ def main() -> None:
     if args.table:
         return table()
     if not os.environ.get("ADAPTLAB_DATA_DIR"):
-        sys.exit("set ADAPTLAB_DATA_DIR to the benchmark data folder (e.g. /work/shared/data)")
+        sys.exit("set ADAPTLAB_DATA_DIR to the benchmark data folder (e.g. bench-data)")
     execute(plan(args.groups.split(","), args.limit, args.limit_reasoning, args.limit_sc), args.batch_size)
 
 

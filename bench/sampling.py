@@ -10,7 +10,7 @@ side in one run on the default decoder:
 All sample at temperature 0.7 and are made to produce exactly 96 tokens (EOS off), so the work
 is the same; the table prints tokens generated as a check.
 
-    ADAPTLAB_DATA_DIR=/work/shared/data python bench/sampling.py [--n 8] [--new 96] [--repeats 1]
+    ADAPTLAB_DATA_DIR=bench-data python bench/sampling.py [--n 8] [--new 96] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main() -> None:
     from adaptlab.prompting import make_strategy
     from adaptlab.tasks import load_task
 
-    data = os.path.join(os.environ.get("ADAPTLAB_DATA_DIR", "/work/shared/data"), "gsm8k")
+    data = os.path.join(os.environ.get("ADAPTLAB_DATA_DIR", "bench-data"), "gsm8k")
     task = load_task("gsm8k")
     cot = make_strategy("cot", {"k": args.k})
     cot.prepare(None, task, load_split(task, "train", data))

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("ADAPTLAB_DATA_DIR", "/work/shared/data")
+os.environ.setdefault("ADAPTLAB_DATA_DIR", "bench-data")
 RESULTS = Path(__file__).parent / "results" / "sft_vs_trl.jsonl"
 
 
