@@ -239,3 +239,25 @@ def test_grpo_advantages_are_group_relative_and_a_step_runs(tiny_folder, tmp_pat
     assert float(m["reward"]) == pytest.approx(2 / 6) and float(m["kl"]) == pytest.approx(0.0, abs=1e-6)
     loss.backward()                                  # group 2: all zero reward, no advantage; group 1 pushes
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tuned.parameters() if p.requires_grad)
+
+
+def test_pair_logps_share_the_prompt_and_equal_the_one_forward_path():
+    """Each pair's prompt runs once for both replies; log-probs and their gradients equal the
+    2B-row forward's (which the trl oracle above checks)."""
+    from adaptlab.train.dpo import DPO
+    from adaptlab.train.preference import pair_logps, sequence_logps
+
+    bb, tuned = _tuned()
+    obj = DPO(bb.tokenizer, load_task("hh_rlhf_harmless"), 64, beta=0.1)
+    batch = obj.collate(obj.featurize(PAIRS))
+    assert batch["prompt_ids"].shape[0] * 2 == batch["reply_ids"].shape[0] == batch["input_ids"].shape[0]
+    params = [p for p in tuned.parameters() if p.requires_grad]
+    full = sequence_logps(tuned, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    g_full = torch.autograd.grad(full.sum(), params)
+    shared = pair_logps(tuned, batch)
+    g_shared = torch.autograd.grad(shared.sum(), params)
+    assert torch.allclose(shared, full, atol=1e-4), (shared, full)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(g_shared, g_full))
+    with torch.no_grad(), tuned.disable_adapters():              # the reference path too
+        assert torch.allclose(pair_logps(tuned, batch), sequence_logps(
+            tuned, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]), atol=1e-4)

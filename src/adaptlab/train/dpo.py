@@ -12,7 +12,8 @@ is r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x)) and
 (log-probabilities summed over the reply tokens; IPO's per-token average as trl documents it).
 Metrics per step: loss, reward accuracy (r_w > r_l), chosen/rejected rewards, their margin and the
 policy's summed log-probs. The 2B rows of a batch (``preference.collate_pairs``) go through one
-policy forward and one reference forward (no gradient).
+policy forward and one reference forward (no gradient), each running a pair's prompt once for both
+replies (``preference.pair_logps``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from adaptlab.errors import ConfigError
-from adaptlab.train.preference import PairObjective, sequence_logps
+from adaptlab.train.preference import PairObjective, pair_logps
 
 
 def dpo_losses(pc, pr, rc, rr, beta: float, loss_type: str = "sigmoid", n_c=None, n_r=None) -> torch.Tensor:
@@ -48,10 +49,9 @@ class DPO(PairObjective):
 
     def logps(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(policy, reference) summed reply log-probs, [2B] each."""
-        args = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
-        policy = sequence_logps(model, *args)
+        policy = pair_logps(model, batch)
         with torch.no_grad(), model.disable_adapters():
-            ref = sequence_logps(model, *args)
+            ref = pair_logps(model, batch)
         return policy, ref
 
     def loss(self, model, batch):

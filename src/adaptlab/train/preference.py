@@ -97,7 +97,23 @@ def collate_pairs(feats: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         ids[i, :n] = torch.tensor(p + y)
         mask[i, :n] = 1
         reply[i, len(p): n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "completion_mask": reply}
+    # the same pairs split at the prompt, for shared_prompt_logps: B left-padded prompts, and the 2B
+    # replies right-padded (chosen rows, then rejected rows)
+    P = max(len(f["prompt"]) for f in feats)
+    R = max(len(y) for _, y in rows)
+    p_ids = torch.full((len(feats), P), pad_id, dtype=torch.long)
+    p_mask = torch.zeros((len(feats), P), dtype=torch.long)
+    for i, f in enumerate(feats):
+        if f["prompt"]:
+            p_ids[i, P - len(f["prompt"]):] = torch.tensor(f["prompt"])
+            p_mask[i, P - len(f["prompt"]):] = 1
+    r_ids = torch.full((len(rows), R), pad_id, dtype=torch.long)
+    r_mask = torch.zeros((len(rows), R), dtype=torch.long)
+    for i, (_, y) in enumerate(rows):
+        r_ids[i, : len(y)] = torch.tensor(y)
+        r_mask[i, : len(y)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "completion_mask": reply,
+            "prompt_ids": p_ids, "prompt_mask": p_mask, "reply_ids": r_ids, "reply_mask": r_mask}
 
 
 def sequence_logps(model, ids: torch.Tensor, mask: torch.Tensor, reply: torch.Tensor) -> torch.Tensor:
@@ -109,6 +125,45 @@ def sequence_logps(model, ids: torch.Tensor, mask: torch.Tensor, reply: torch.Te
     tok_logp = torch.log_softmax(logits, -1).gather(1, ids[:, 1:][sel][:, None]).squeeze(1)   # [N]
     row = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(sel)[sel]          # [N]
     return torch.zeros(ids.shape[0], device=ids.device, dtype=tok_logp.dtype).index_add(0, row, tok_logp)
+
+
+def pair_logps(model, batch: dict) -> torch.Tensor:
+    """``sequence_logps`` of a ``collate_pairs`` batch [2B], each pair's prompt run once:
+
+        KV(x) from one forward over the B prompts,  then  log pi(y | x) for the 2B replies on KV(x)
+
+    (the chosen and the rejected reply of a pair read the same prompt keys/values, so the prompt's
+    forward -- and, with gradients, its backward -- is shared: B * |x| + 2B * |y| token positions
+    instead of 2B * (|x| + |y|)). Prompt-type methods (virtual tokens or prefix key/values) and rows
+    without a prompt take the one-forward path."""
+    if getattr(model, "n_virtual", 0) or "prompt_ids" not in batch or not bool(batch["prompt_mask"][:, -1].all()):
+        return sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    from transformers import DynamicCache
+
+    p_ids, p_mask = batch["prompt_ids"], batch["prompt_mask"]               # [B, P], left-padded
+    r_ids, r_mask = batch["reply_ids"], batch["reply_mask"]                 # [2B, R], right-padded
+    B, P = p_ids.shape
+    cache = DynamicCache(config=model.model.config)
+    h_p = model.body(input_ids=p_ids, attention_mask=p_mask, past_key_values=cache,
+                     position_ids=(p_mask.cumsum(-1) - 1).clamp(min=0))     # [B, P, H]
+    # pair b's chosen row is b and its rejected row B + b: interleave to [c0, r0, c1, r1, ...]
+    inter = torch.stack([torch.arange(B), torch.arange(B) + B], 1).reshape(-1).to(r_ids.device)   # [2B]
+    cache.batch_repeat_interleave(2)                                        # [2B, ., P, .]
+    ids, rm = r_ids[inter], r_mask[inter]                                   # [2B, R]
+    lengths = p_mask.sum(1).repeat_interleave(2)                            # [2B]
+    h_r = model.body(input_ids=ids, attention_mask=torch.cat([p_mask.repeat_interleave(2, 0), rm], 1),
+                     position_ids=lengths[:, None] + torch.arange(ids.shape[1], device=ids.device),
+                     past_key_values=cache)                                 # [2B, R, H]
+    # reply token j is predicted at position j-1; token 0 at the prompt's last position
+    h = torch.cat([h_p[:, -1:].repeat_interleave(2, 0), h_r[:, :-1]], 1)    # [2B, R, H]
+    sel = rm.bool()
+    logits = model.lm_head(h[sel]).float()                                  # [N, V]
+    tok_logp = torch.log_softmax(logits, -1).gather(1, ids[sel][:, None]).squeeze(1)      # [N]
+    row = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(sel)[sel]       # [N]
+    out = torch.zeros(ids.shape[0], device=ids.device, dtype=tok_logp.dtype).index_add(0, row, tok_logp)
+    back = torch.empty_like(inter)
+    back[inter] = torch.arange(inter.numel(), device=inter.device)
+    return out[back]                                                        # chosen rows, then rejected
 
 
 def last_token_hidden(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
