@@ -362,6 +362,10 @@ def locate(task: Task, split: str, data: str | None = None) -> tuple[str, Any]:
                                      + _local_hint(task, split))
 
 
+# fields a record may lack (the schema check decides: ``answer`` stands in for ``answer_letter``)
+_OPTIONAL_FIELDS = {"answer_letter", "choice_letters", "rationale", "input", "prompt"}
+
+
 def map_fields(task: Task, rec: dict, path=None, line=None) -> dict:
     """A local record with the task's ``source.fields`` column mapping applied (ours <- theirs,
     e.g. ``{label: label_fine}``), as for Hugging Face data: a mapped column wins over a column
@@ -371,7 +375,7 @@ def map_fields(task: Task, rec: dict, path=None, line=None) -> dict:
     if not fields:
         return rec
     for ours, theirs in fields.items():
-        if theirs not in rec and ours not in rec:
+        if theirs not in rec and ours not in rec and ours not in _OPTIONAL_FIELDS:
             raise DataError(path, line, f"missing field {ours!r} (nor {theirs!r}, its column in the task's source.fields)")
     return _rename(fields, rec)
 
