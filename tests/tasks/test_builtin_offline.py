@@ -117,3 +117,37 @@ def test_generator_makes_only_the_test_split(offline):
 def test_source_keys_are_strict(source, why):
     with pytest.raises(TaskError, match=why):
         task_from_dict({"name": "t", "schema": "qa", "template": "{question}", "source": source}, "t.yaml")
+
+
+class _FakeDataset(list):
+    features: dict = {}
+
+
+def _fake_datasets(rows_by_id):
+    """A stand-in for the ``datasets`` module: rows shaped like the hub datasets' published schemas
+    (made-up contents); the hub itself is not reachable from the tests."""
+    import types
+
+    mod = types.ModuleType("datasets")
+    mod.utils = types.SimpleNamespace(logging=types.SimpleNamespace(set_verbosity_error=lambda: None))
+    mod.load_dataset = lambda dataset, config=None, split=None: _FakeDataset(rows_by_id[(dataset, config, split)])
+    return mod
+
+
+def test_hf_field_mappings_give_schema_records(monkeypatch):
+    monkeypatch.delenv("ADAPTLAB_DATA_DIR", raising=False)
+    rows = {
+        ("tau/commonsense_qa", None, "validation"): [
+            {"id": "x", "question": "Where is a fork kept?", "question_concept": "fork", "answerKey": "B",
+             "choices": {"label": ["A", "B", "C"], "text": ["sky", "drawer", "river"]}}],
+        ("gsm8k", "main", "test"): [{"question": "2 + 3 * 400?", "answer": "3 * 400 = 1200\n2 + 1200 = 1202\n#### 1,202"}],
+        ("deepmind/aqua_rat", "raw", "test"): [
+            {"question": "1 + 1?", "options": ["A)1", "B)2", "C)3"], "rationale": "1 + 1 = 2", "correct": "B"}] * 101,
+    }
+    monkeypatch.setitem(sys.modules, "datasets", _fake_datasets(rows))
+    (rec,) = load_split(load_task("commonsenseqa"), "test")
+    assert rec["choices"] == ["sky", "drawer", "river"] and rec["gold_index"] == 1
+    (rec,) = load_split(load_task("gsm8k"), "test")
+    assert rec["answer"] == "1202" and rec["rationale"] == "3 * 400 = 1200\n2 + 1200 = 1202"
+    (rec,) = load_split(load_task("aqua"), "test")    # test is test[100:]
+    assert rec["gold_index"] == 1 and rec["choices"][1] == "B)2"
