@@ -2,7 +2,10 @@
 Hugging Face dataset (``hf:<dataset>[:<config>]``, needs the ``datasets`` extra).
 
 Lookup order: ``--data``, then ``$ADAPTLAB_DATA_DIR/<task>/<split>.*``, then the task's own
-source (the package's demo data or its Hugging Face dataset). Schemas are those of the shared
+source (the package's demo data, an offline generator ``source.generate`` from
+``tasks/generate.py``, or its Hugging Face dataset). With none, one error line names where the
+task's data comes from (``source.origin`` or the Hugging Face id), the file wanted and its fields
+(``docs/data.md``). Schemas are those of the shared
 benchmark data (see ``tasks.SCHEMAS``); every bad record raises ``DataError(path, line, why)``.
 A single ``--data`` file gets the role's slice where the task cuts one data split into its test
 and other roles (``all[-1000:]``), so those roles stay disjoint; the
