@@ -2,7 +2,10 @@
 Hugging Face dataset (``hf:<dataset>[:<config>]``, needs the ``datasets`` extra).
 
 Lookup order: ``--data``, then ``$ADAPTLAB_DATA_DIR/<task>/<split>.*``, then the task's own
-source (the package's demo data or its Hugging Face dataset). Schemas are those of the shared
+source (the package's demo data, an offline generator ``source.generate`` from
+``tasks/generate.py``, or its Hugging Face dataset). With none, one error line names where the
+task's data comes from (``source.origin`` or the Hugging Face id), the file wanted and its fields
+(``docs/data.md``). Schemas are those of the shared
 benchmark data (see ``tasks.SCHEMAS``); every bad record raises ``DataError(path, line, why)``.
 A single ``--data`` file gets the role's slice where the task cuts one data split into its test
 and other roles (``all[-1000:]``), so those roles stay disjoint; the
@@ -238,12 +241,33 @@ def _find_in_dir(folder: Path, split: str) -> Path | None:
     return None
 
 
-def _hf_rows(task: Task, dataset: str, config: str | None, split: str) -> tuple[str, list[tuple[int, dict]]]:
+def fields_hint(task: Task) -> str:
+    """The record fields of the task's schema, as a ``--data`` file must spell them."""
+    if task.schema == "multiple_choice":
+        return "question, choices (a list), answer (the choice text) or answer_letter"
+    if task.schema == "qa":
+        return "question, answer; optional rationale"
+    if task.schema == "instruction":
+        return "instruction, input (may be empty), output"
+    if task.schema == "preference":
+        return "prompt (may be empty), chosen, rejected"
+    return ", ".join(SCHEMAS[task.schema]) + (f" (one of {', '.join(task.labels)})" if task.labels else "")
+
+
+def _local_hint(task: Task, split: str) -> str:
+    """How to give a split from local files: the ``--data`` layout, the ``$ADAPTLAB_DATA_DIR`` one, the fields."""
+    return (f"give --data DIR holding {split}.jsonl or put it at $ADAPTLAB_DATA_DIR/{task.name}/{split}.jsonl "
+            f"(fields: {fields_hint(task)}; see docs/data.md)")
+
+
+def _hf_rows(task: Task, dataset: str, config: str | None, split: str,
+             ours: str | None = None) -> tuple[str, list[tuple[int, dict]]]:
+    where = f"hf:{dataset}" + (f":{config}" if config else "") + f" split {split}"
     try:
         import datasets  # optional extra
     except ImportError:
-        raise DataError(f"hf:{dataset}", None, "Hugging Face datasets need: pip install 'adaptlab[hf]'") from None
-    where = f"hf:{dataset}" + (f":{config}" if config else "") + f" split {split}"
+        raise DataError(where, None, "Hugging Face datasets need: pip install 'adaptlab[hf]' (and the network); "
+                                     f"or {_local_hint(task, ours or split)}") from None
     try:
         import logging
 
@@ -252,7 +276,9 @@ def _hf_rows(task: Task, dataset: str, config: str | None, split: str) -> tuple[
         datasets.utils.logging.set_verbosity_error()
         ds = datasets.load_dataset(dataset, config, split=split)
     except Exception as e:  # network, unknown dataset, unknown split...
-        raise DataError(where, None, f"cannot load ({type(e).__name__}: {str(e)[:160]})") from None
+        why = " ".join(str(e).split())[:160]
+        raise DataError(where, None, f"cannot load ({type(e).__name__}: {why}); offline, "
+                                     f"{_local_hint(task, ours or split)}") from None
     fields = dict(task.source.get("fields") or {})
     names = task.source.get("label_names")
     feat = ds.features.get(fields.get("label", "label")) if hasattr(ds, "features") else None
@@ -260,7 +286,11 @@ def _hf_rows(task: Task, dataset: str, config: str | None, split: str) -> tuple[
         names = feat.names
     rows = []
     for i, rec in enumerate(ds, 1):
-        r = _rename(fields, rec)
+        r = _rename(fields, rec, dotted=True)
+        if task.schema == "qa" and isinstance(r.get("answer"), str) and "\n#### " in r["answer"] and "rationale" not in r:
+            # GSM8K's "steps\n#### 72": the rationale, then the number (commas dropped, as in the shared files)
+            r["rationale"], _, ans = r["answer"].rpartition("\n#### ")
+            r["answer"] = ans.strip().replace(",", "")
         if "label" in r and isinstance(r["label"], int) and names:
             r["label"] = names[r["label"]] if 0 <= r["label"] < len(names) else r["label"]
         rows.append((i, r))
@@ -285,7 +315,8 @@ def _is_single_file(data: str | None) -> bool:
 
 
 def locate(task: Task, split: str, data: str | None = None) -> tuple[str, Any]:
-    """Where a split comes from: ``("file", Path)`` or ``("hf", (dataset, config, split))``.
+    """Where a split comes from: ``("file", Path)``, ``("hf", (dataset, config, split))`` or
+    ``("generate", (generator, seed, n, names))`` (``source.generate``, made offline).
     A single ``--data`` file stands for whatever split is asked for (``load_split`` still applies
     the role's slice to it)."""
     if data:
@@ -307,18 +338,35 @@ def locate(task: Task, split: str, data: str | None = None) -> tuple[str, Any]:
         f = _find_in_dir(folder, split)
         if f is not None:
             return "file", f
-        if folder.is_dir() and "package" not in task.source and "hf" not in task.source:
+        if folder.is_dir() and not {"package", "hf", "generate"} & set(task.source):
             raise DataError(folder, None, _missing_split(folder, split))
     src = task.source
     if "package" in src:
         f = _find_in_dir(DATA_DIR / src["package"], split)
         if f is not None:
             return "file", f
+    if "generate" in src:
+        from adaptlab.tasks.generate import DEFAULTS, SPLIT
+
+        params = (src["generate"], *(src.get(k, DEFAULTS[k]) for k in ("seed", "n", "names")))
+        if split != SPLIT:
+            raise DataError(f"generate:{src['generate']}", None,
+                            f"the generator makes one data split, {SPLIT!r} ({params[2]} records), not {split!r}: "
+                            f"cut it into roles with `splits:` (e.g. train: \"{SPLIT}[:50]\"), or "
+                            f"{_local_hint(task, split)}")
+        return "generate", params
     if "hf" in src:
         hf_split = (src.get("hf_splits") or {}).get(split, split)
         return "hf", (src["hf"], src.get("config"), hf_split)
-    hint = f" (looked in $ADAPTLAB_DATA_DIR={env}/{task.name}/)" if env else " (ADAPTLAB_DATA_DIR is not set)"
-    raise DataError(task.name, None, f"no data for split {split!r}: give --data or set ADAPTLAB_DATA_DIR{hint}")
+    origin = src.get("origin", "").strip()
+    looked = f"not in $ADAPTLAB_DATA_DIR={env}/{task.name}/" if env else "ADAPTLAB_DATA_DIR is not set"
+    raise DataError(task.name, None, f"no data for split {split!r} ({looked}): "
+                                     + (f"the data is {origin}; " if origin else "")
+                                     + _local_hint(task, split))
+
+
+# fields a record may lack (the schema check decides: ``answer`` stands in for ``answer_letter``)
+_OPTIONAL_FIELDS = {"answer_letter", "choice_letters", "rationale", "input", "prompt"}
 
 
 def map_fields(task: Task, rec: dict, path=None, line=None) -> dict:
@@ -330,14 +378,24 @@ def map_fields(task: Task, rec: dict, path=None, line=None) -> dict:
     if not fields:
         return rec
     for ours, theirs in fields.items():
-        if theirs not in rec and ours not in rec:
+        if theirs not in rec and ours not in rec and ours not in _OPTIONAL_FIELDS:
             raise DataError(path, line, f"missing field {ours!r} (nor {theirs!r}, its column in the task's source.fields)")
     return _rename(fields, rec)
 
 
-def _rename(fields: dict, rec: dict) -> dict:
-    """``rec`` with ``fields`` (ours <- theirs) applied: a mapped column wins, the rest are kept."""
-    r = {ours: rec[theirs] for ours, theirs in fields.items() if theirs in rec}
+def _rename(fields: dict, rec: dict, dotted: bool = False) -> dict:
+    """``rec`` with ``fields`` (ours <- theirs) applied: a mapped column wins, the rest are kept.
+    With ``dotted`` (Hugging Face rows) ``theirs`` may name a nested column, ``choices.text``."""
+    r = {}
+    for ours, theirs in fields.items():
+        if theirs in rec:
+            r[ours] = rec[theirs]
+        elif dotted and "." in theirs:
+            v = rec
+            for part in theirs.split("."):
+                v = v.get(part) if isinstance(v, dict) else None
+            if v is not None:
+                r[ours] = v
     for k, v in rec.items():
         r.setdefault(k, v)
     return r
@@ -386,7 +444,13 @@ def load_split(task: Task, split: str, data: str | None = None, limit: int | Non
     name, sl = parse_split(spec)
     kind, where = locate(task, name, data)
     if kind == "hf":
-        path, rows = _hf_rows(task, *where)
+        path, rows = _hf_rows(task, *where, ours=name)
+    elif kind == "generate":
+        from adaptlab.tasks.generate import generate
+
+        gen, seed, n, names = where
+        path = f"generate:{gen}(seed={seed}, n={n}, names={names})"
+        rows = list(enumerate(generate(gen, seed=seed, n=n, names=names), 1))
     else:
         path = where
         if _is_single_file(data) and sl is not None and not _slices_single_file(task, split, name):

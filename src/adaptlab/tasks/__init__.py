@@ -320,9 +320,14 @@ def _validate(t: Task, path: str) -> None:
             raise TaskError(path, f"splits.{role}: {e.why}") from None
     src = t.source
     if src:
-        unknown = set(src) - {"hf", "config", "fields", "label_names", "package", "hf_splits"}
+        unknown = set(src) - SOURCE_KEYS
         if unknown:
-            raise TaskError(path, f"source: unknown key {sorted(unknown)[0]!r}")
+            raise TaskError(path, f"source: unknown key {sorted(unknown)[0]!r}; known keys: {', '.join(sorted(SOURCE_KEYS))}")
+        _validate_generate(src, path)
+        if "origin" in src and (not isinstance(src["origin"], str) or not src["origin"].strip()):
+            raise TaskError(path, "source.origin: expected one line of text saying where the data comes from")
+        if "origin" in src and "\n" in src["origin"].strip():
+            raise TaskError(path, "source.origin: one line only")
         pkg = src.get("package")
         if pkg is not None and (not isinstance(pkg, str) or not _NAME_RE.match(pkg) or not (DATA_DIR / pkg).is_dir()):
             known = ", ".join(sorted(p.name for p in DATA_DIR.iterdir() if p.is_dir()))
@@ -332,6 +337,48 @@ def _validate(t: Task, path: str) -> None:
         raise TaskError(path, f"shuffle_seed={t.shuffle_seed}: must be in [0, 2**63)")
     if not 0 < t.max_new_tokens <= 1_000_000:
         raise TaskError(path, f"max_new_tokens={t.max_new_tokens}: must be in [1, 1000000]")
+
+
+SOURCE_KEYS = {"hf", "config", "fields", "label_names", "package", "hf_splits", "origin",
+               "generate", "seed", "n", "names"}
+_GENERATE_KEYS = ("seed", "n", "names")
+_GENERATE_RANGES = {"seed": (0, 2**63 - 1), "n": (1, 100_000), "names": (1, 20)}
+
+
+def _validate_generate(src: dict, path: str) -> None:
+    """``source.generate`` (an offline generator, ``tasks/generate.py``) and its ``seed``/``n``/``names``."""
+    from adaptlab.tasks.generate import GENERATORS
+
+    gen = src.get("generate")
+    if gen is None:
+        stray = [k for k in _GENERATE_KEYS if k in src]
+        if stray:
+            raise TaskError(path, f"source.{stray[0]}: only with source.generate (a generated data set)")
+        return
+    if not isinstance(gen, str) or gen not in GENERATORS:
+        raise TaskError(path, f"source.generate {str(gen)[:80]!r}: not one of the generators ({', '.join(GENERATORS)})")
+    both = [k for k in ("hf", "package") if k in src]
+    if both:
+        raise TaskError(path, f"source: generate and {both[0]} are two sources; give one")
+    for key in _GENERATE_KEYS:
+        if key in src:
+            v, (lo, hi) = src[key], _GENERATE_RANGES[key]
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise TaskError(path, f"source.{key}: expected an integer in [{lo}, {hi}], got {str(v)[:40]!r}")
+
+
+def source_summary(t: Task) -> str:
+    """Where a task's data comes from when neither --data nor $ADAPTLAB_DATA_DIR has it (one phrase)."""
+    src = t.source
+    if "package" in src:
+        return f"package demo data ({src['package']})"
+    if "generate" in src:
+        from adaptlab.tasks.generate import DEFAULTS
+
+        return f"generated offline ({src['generate']}, seed {src.get('seed', DEFAULTS['seed'])})"
+    if "hf" in src:
+        return f"hf:{src['hf']}" + (f":{src['config']}" if src.get("config") else "")
+    return "--data or $ADAPTLAB_DATA_DIR (see docs/data.md)"
 
 
 def load_task_file(path: str | Path) -> Task:
@@ -376,10 +423,7 @@ def list_tasks() -> list[dict]:
     rows = []
     for name in builtin_names():
         t = load_task(name)
-        src = t.source
-        where = (f"package demo data ({src['package']})" if "package" in src else
-                 f"hf:{src['hf']}" + (f":{src['config']}" if src.get("config") else "") if "hf" in src else
-                 "$ADAPTLAB_DATA_DIR only")
+        where = source_summary(t)
         rows.append({"name": t.name, "schema": t.schema, "metric": t.metric,
                      "labels": ",".join(t.labels) if t.labels else t.answer_type,
                      "source": where, "description": t.description})
