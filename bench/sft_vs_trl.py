@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--own-batching", action="store_true",
+                    help="also time trl with its default sampler and collator (real tokens/s as each tool batches)")
     args = ap.parse_args()
 
     import torch
@@ -99,16 +101,40 @@ def main() -> None:
             return SequentialSampler(self.train_dataset)
 
     out = tempfile.mkdtemp()
-    sc = SFTConfig(output_dir=out, per_device_train_batch_size=args.batch, max_steps=args.steps,
+    sft_kw = dict(per_device_train_batch_size=args.batch, max_steps=args.steps,
                    learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
                    max_grad_norm=1.0, logging_steps=1, save_strategy="no", report_to=[], completion_only_loss=True,
                    max_length=args.max_len, dataloader_drop_last=False, optim="adamw_torch", seed=0,
-                   use_cpu=True, disable_tqdm=True, dataset_num_proc=None)
+                   use_cpu=True, disable_tqdm=True, dataset_num_proc=None,
+                   # trl's SFTConfig defaults differ from TrainingArguments': bf16 autocast and gradient
+                   # checkpointing on. adaptlab trains in fp32 without checkpointing: match it.
+                   bf16=False, fp16=False, gradient_checkpointing=False)
+    sc = SFTConfig(output_dir=out, **sft_kw)
     trainer = InOrder(model=model, args=sc, train_dataset=ds, processing_class=bb2.tokenizer)
     t0 = time.perf_counter()
     trainer.train()
     t_trl = time.perf_counter() - t0
     theirs = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+    # ---- trl with its own batching (its default shuffled sampler and padding collator) over the
+    # same records and the same number of steps: real tokens/s as each tool batches by default
+    own = {}
+    if args.own_batching:
+        bb3 = load_backbone("smollm2-135m-instruct")
+        model3 = get_peft_model(bb3.model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
+                                                      target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+        ds_all = Dataset.from_list([{"input_ids": f["ids"], "completion_mask": [0] * (len(f["ids"]) - f["n_target"])
+                                     + [1] * f["n_target"]} for f in feats])
+        sc3 = SFTConfig(output_dir=tempfile.mkdtemp(), **sft_kw)
+        trainer3 = SFTTrainer(model=model3, args=sc3, train_dataset=ds_all, processing_class=bb3.tokenizer)
+        t0 = time.perf_counter()
+        trainer3.train()
+        t_own = time.perf_counter() - t0
+        seen = [h["num_tokens"] for h in trainer3.state.log_history if "num_tokens" in h][-1]
+        own = {"trl_own_batching_steps_per_s": round(args.steps / t_own, 4),
+               "trl_own_batching_real_tokens": int(seen),
+               "trl_own_batching_tokens_per_s": round(seen / t_own, 1),
+               "tokens_per_s_ratio_own_batching": round((real_tokens / t_ours) / (seen / t_own), 3)}
 
     diff = max(abs(a - b) for a, b in zip(ours, theirs))
     row = {"bench": "sft_vs_trl", "model": "smollm2-135m-instruct", "steps": args.steps, "batch": args.batch,
@@ -118,7 +144,7 @@ def main() -> None:
            "speedup": round(t_trl / t_ours, 3), "max_abs_loss_diff": round(diff, 6),
            "loss_diff_step20": round(abs(ours[-1] - theirs[-1]), 6), "adaptlab_losses": [round(x, 5) for x in ours],
            "trl_losses": [round(x, 5) for x in theirs], "threads": torch.get_num_threads(),
-           "date": time.strftime("%Y-%m-%d")}
+           "date": time.strftime("%Y-%m-%d"), **own}
     print(json.dumps(row))
     RESULTS.parent.mkdir(exist_ok=True)
     with RESULTS.open("a") as f:
