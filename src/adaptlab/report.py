@@ -185,10 +185,13 @@ def _err(mean: float, std: float, seeds: int, n) -> float:
     return math.sqrt(max(mean * (1 - mean), 0.0) / n) if n and 0 <= mean <= 1 else 0.0
 
 
-def _err_label(seeds: int, n) -> str:
-    if seeds > 1:
-        return f"mean ± std over {seeds} seeds"
-    return f"one seed; bars ±1 standard error over {n:,} examples" if n else "one seed"
+def _err_label(seeds, n) -> str:
+    """What the error bars are, for the seed counts ``seeds`` (an int or the runs' counts)."""
+    seeds = sorted({seeds} if isinstance(seeds, int) else set(seeds))
+    se = f"±1 standard error over {n:,} examples" if n else "no bars"
+    if seeds[0] > 1:
+        return f"mean ± std over {seeds[0]} seeds" if len(seeds) == 1 else "mean ± std over the seeds"
+    return f"one seed; bars {se}" if len(seeds) == 1 else f"bars: ± std over seeds, with one seed {se}"
 
 
 def _ylim(ax, lows: list[float], highs: list[float], chance: float) -> None:
@@ -202,7 +205,7 @@ def _ylim(ax, lows: list[float], highs: list[float], chance: float) -> None:
 def _place_labels(ax, pts: list[tuple[float, float, str]], fontsize: float = 9.0) -> list:
     """Label each point beside it, pushed apart vertically so no two labels overlap (sorted by y,
     each at least a line from the next; a thin line joins a moved label to its point). Labels go
-    right of their point, left of it in the right third of the axes. Call after the layout."""
+    right of their point, left of it near the right edge of the axes. Call after the layout."""
     if not pts:
         return []
     fig = ax.figure
@@ -212,9 +215,16 @@ def _place_labels(ax, pts: list[tuple[float, float, str]], fontsize: float = 9.0
     gap = fontsize * 1.4
     order = sorted(pts, key=lambda p: p[1])
     want = [(p[1] - y0) / (y1 - y0) * h for p in order]
-    at = []
-    for w in want:                                                      # upward: at least a gap apart
-        at.append(w if not at else max(w, at[-1] + gap))
+    clusters: list[tuple[float, list[int]]] = []     # (first label's height, members): a gap apart inside,
+    for i, w in enumerate(want):                      # each cluster centred on its points
+        clusters.append((w, [i]))
+        while len(clusters) > 1 and clusters[-2][0] + len(clusters[-2][1]) * gap > clusters[-1][0]:
+            members = clusters[-2][1] + clusters[-1][1]
+            centre = sum(want[j] for j in members) / len(members)
+            clusters[-2:] = [(centre - (len(members) - 1) * gap / 2, members)]
+    at = [start + k * gap for start, members in clusters for k in range(len(members))]
+    for i in range(len(at)):                                            # upward: above the bottom, a gap apart
+        at[i] = max(at[i], gap / 2 if i == 0 else at[i - 1] + gap)
     top = h - gap / 2
     for i in range(len(at) - 1, -1, -1):                               # downward: keep under the top
         at[i] = min(at[i], top if i == len(at) - 1 else at[i + 1] - gap)
@@ -222,11 +232,11 @@ def _place_labels(ax, pts: list[tuple[float, float, str]], fontsize: float = 9.0
     for (x, y, text), w, a in zip(order, want, at):
         fx = ((math.log10(x) - math.log10(x0)) / (math.log10(x1) - math.log10(x0)) if logx
               else (x - x0) / (x1 - x0))
-        left = fx > 0.67
+        left = fx > 0.85
         moved = abs(a - w) > 1.5
         out.append(ax.annotate(text, (x, y), textcoords="offset points", xytext=(-8 if left else 8, a - w),
                                ha="right" if left else "left", va="center", fontsize=fontsize,
-                               annotation_clip=False,
+                               annotation_clip=False, zorder=5,
                                arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if moved else None))
     return out
 
@@ -264,7 +274,7 @@ def figures(rows: list[dict], recs: list[dict], n_labels: int = 0) -> dict:
                 continue
             ns = [r["metrics"].get("n") for r in recs if r.get("status") == "ok" and pick(r) is not None]
             n = min((x for x in ns if x), default=None)
-            seeds = min(p[3] for p in pts)
+            seeds = [p[3] for p in pts]
             fig, ax = plt.subplots(figsize=(6.4, 4.2))
             errs = [_err(p[1], p[2], p[3], n) for p in pts]
             ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=errs, marker="o", capsize=3,
@@ -291,9 +301,13 @@ def _quality_vs(plt, Line2D, ok, n_of, key, xlabel, title, metric, chance):
     prompt = [r for r in ok if r["kind"] != "tune"]
     tune = [r for r in ok if r["kind"] == "tune" and (r[key] or 0) > 0]
     prompt += [r for r in ok if r["kind"] == "tune" and not (r[key] or 0) > 0]     # 0 of it: the strip too
+    from matplotlib.ticker import NullFormatter
+
     fig = plt.figure(figsize=(6.4, 4.6))
     if prompt and tune:
-        gs = fig.add_gridspec(1, 2, width_ratios=[1, 2.4])
+        chars = max(len(_short(r["run"])) for r in prompt)       # the strip fits its labels (~5.4 pt a char)
+        strip = min(0.5, max(0.22, (14 + 5.4 * chars) / 72 / 0.8 / (6.4 * 0.86)))
+        gs = fig.add_gridspec(1, 2, width_ratios=[strip, 1 - strip])
         ap = fig.add_subplot(gs[0])
         at = fig.add_subplot(gs[1], sharey=ap)
         at.tick_params(labelleft=False)
@@ -315,7 +329,7 @@ def _quality_vs(plt, Line2D, ok, n_of, key, xlabel, title, metric, chance):
             style = PROMPT_STYLE if r["kind"] != "tune" else TUNE_STYLE
             ap.errorbar([0], [r["mean"]], yerr=[_err(r["mean"], r["std"], r["seeds"], n_of.get(r["run"]))],
                         fmt=style["fmt"], color=style["color"], capsize=3)
-        ap.set_xlim(-0.3, 2.0)
+        ap.set_xlim(-0.2, 1.0)
         ap.set_xticks([0])
         ap.set_xticklabels(["0 (prompting)"])
         ap.set_ylabel(metric)
@@ -324,12 +338,13 @@ def _quality_vs(plt, Line2D, ok, n_of, key, xlabel, title, metric, chance):
             at.errorbar([r[key]], [r["mean"]], yerr=[_err(r["mean"], r["std"], r["seeds"], n_of.get(r["run"]))],
                         fmt=TUNE_STYLE["fmt"], color=TUNE_STYLE["color"], capsize=3)
         at.set_xscale("log")
-        xs = [r[key] for r in tune]
-        at.set_xlim(min(xs) / 4, max(xs) * 4)
+        xs = [r[key] for r in tune]                  # whole decades: a major tick at both ends, no minor labels
+        at.set_xlim(10 ** math.floor(math.log10(min(xs) / 3)), 10 ** math.ceil(math.log10(max(xs) * 3)))
+        at.xaxis.set_minor_formatter(NullFormatter())
         at.set_xlabel(xlabel)
         if ap is None:
             at.set_ylabel(metric)
-    seeds = min(r["seeds"] for r in ok)
+    seeds = [r["seeds"] for r in ok]
     ns = [n for n in n_of.values() if n]
     handles = [Line2D([], [], marker=s["fmt"], color=s["color"], ls="", label=s["label"])
                for s, rs in ((PROMPT_STYLE, [r for r in prompt if r["kind"] != "tune"]), (TUNE_STYLE, tune)) if rs]
@@ -340,10 +355,15 @@ def _quality_vs(plt, Line2D, ok, n_of, key, xlabel, title, metric, chance):
                bbox_to_anchor=(0.5, 0.0))
     fig.subplots_adjust(left=0.11, right=0.97, top=0.86, bottom=0.21, wspace=0.04)
     if ap is not None:
-        _place_labels(ap, [(0, r["mean"], r["run"]) for r in prompt])
+        ap.set_zorder(2)                                  # its labels above the tuning axes
+        _place_labels(ap, [(0, r["mean"], _short(r["run"])) for r in prompt])
     if at is not None:
         _place_labels(at, [(r[key], r["mean"], r["run"]) for r in tune])
     return fig
+
+
+def _short(label: str, most: int = 30) -> str:
+    return label if len(label) <= most else label[:most - 1] + "…"
 
 
 def calls_sentence(rows: list[dict]) -> str | None:
