@@ -237,6 +237,7 @@ def _place_labels(ax, pts: list[tuple[float, float, str]], fontsize: float = 9.0
         out.append(ax.annotate(text, (x, y), textcoords="offset points", xytext=(-8 if left else 8, a - w),
                                ha="right" if left else "left", va="center", fontsize=fontsize,
                                annotation_clip=False, zorder=5,
+                               bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7},
                                arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if moved else None))
     return out
 
@@ -549,7 +550,7 @@ def html_report(rows: list[dict], settings: dict, plots: dict[str, bytes]) -> st
     import html
 
     disp = _display_rows(rows)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    head = "".join(f"<th>{html.escape(c).replace('_', '_<wbr>')}</th>" for c in COLUMNS)   # headers may wrap
     body = ""
     for r in disp:
         cls = ' class="failed"' if r.get("status") != "ok" else ""
@@ -574,7 +575,8 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; line-heigh
 p, li, h1 {{ overflow-wrap: anywhere; }}
 .table-scroll {{ overflow-x: auto; max-width: 100%; }}
 table {{ border-collapse: collapse; font-size: 14px; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; white-space: nowrap; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 6px; text-align: right; white-space: nowrap; }}
+th {{ white-space: normal; vertical-align: bottom; }}
 th:first-child, td:first-child, td:nth-child(2) {{ text-align: left; }}
 tr.failed td {{ background: #fde8e8; }}
 p.note {{ font-size: 14px; color: #444; max-width: 60em; }}
