@@ -485,10 +485,12 @@ def _steps_run(rows: list[dict]) -> str:
 
 
 TOKENS_NOTE = ("**tokens**: the prompt tokens the model actually ran, plus any it generated. A prefix that a "
-               "batch's prompts share (the instruction and the few-shot demonstrations) is computed once, kept "
-               "in the KV cache and counted once, not once per example, so a few-shot run costs about as many "
-               "tokens as zero-shot and the column measures compute, not prompt length. **calls**: model calls "
-               "at evaluation; **train_calls** / **train_forwards**: rows scored and forward passes in training; "
+               "batch's prompts share (the instruction and few-shot demonstrations used for every example) is "
+               "computed once, kept in the KV cache and counted once, not once per example, so such a few-shot "
+               "run shows about as many tokens as zero-shot: the column measures compute, not prompt length "
+               "(demonstrations chosen per example, selection=similar or per_input=true, count for each example; a "
+               "remote server's figures are what it reports). **calls**: model calls at evaluation; "
+               "**train_calls** / **train_forwards**: rows scored and forward passes in training; "
                "**std**: over seeds, – with one seed (not measured).")
 
 
