@@ -35,7 +35,8 @@ window.addEventListener('load', () => {
   const cells = [...document.querySelectorAll('#results tbody tr')].map(tr => [...tr.cells].map(td => td.textContent));
   document.body.setAttribute('data-probe', JSON.stringify({
     inner: window.innerWidth, scroll: document.documentElement.scrollWidth,
-    imgs: imgs.map(i => ({alt: i.alt, title: i.title, natural: i.naturalWidth, shown: i.getBoundingClientRect().width})),
+    imgs: imgs.map(i => ({alt: i.alt, title: i.title, natural: i.naturalWidth,
+                         shown: i.getBoundingClientRect().width})),
     std: Object.fromEntries(cells.map(c => [c[run], c[std]])),
   }));
 });

@@ -120,7 +120,8 @@ def _curve(recs: list[dict], pick) -> list[tuple[float, float, float, int]]:
         x = pick(r)
         if x is not None:
             pts.setdefault(float(x), []).append(r["metrics"][r["metric"]])
-    return [(x, statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for x, v in sorted(pts.items())]
+    return [(x, statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
+            for x, v in sorted(pts.items())]
 
 
 def _k_of(r):
