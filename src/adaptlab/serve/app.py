@@ -424,12 +424,12 @@ class _Text:
     """The streamed text of one choice, token by token: only what can no longer change is sent.
 
     The tokens so far are decoded whole (a byte-level token may end inside a character: a trailing
-    U+FFFD is held back); with stop strings, a tail that could still become a stop string is held
+    U+FFFD is held back for up to 3 tokens, as a UTF-8 character has at most 4 bytes); with stop strings, a tail that could still become a stop string is held
     back and the text ends before the first stop string, as ``LocalLM.generate`` cuts it. At the
     end ``finish`` sends whatever the final text has beyond what was sent."""
 
     def __init__(self, tok, stop: tuple):
-        self.tok, self.stop, self.ids, self.sent, self.cut = tok, stop, [], "", False
+        self.tok, self.stop, self.ids, self.sent, self.cut, self.waited = tok, stop, [], "", False, 0
 
     def add(self, token: int) -> str:
         if self.cut:
@@ -440,7 +440,11 @@ class _Text:
         if hits:
             text, self.cut = text[:min(hits)], True
         else:
-            text = text.rstrip("\ufffd")
+            if text.endswith("\ufffd") and self.waited < 3:
+                self.waited += 1
+                text = text.rstrip("\ufffd")
+            else:
+                self.waited = 0
             hold = max((k for s in self.stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
             text = text[:len(text) - hold]
         if not text.startswith(self.sent):
