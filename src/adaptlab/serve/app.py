@@ -306,16 +306,25 @@ def make_app(reg, cfg) -> FastAPI:
                             lambda i, t, why: chunk(i, "", "stop" if why in ("eos", "stop") or why in st else "length"),
                             tail)
         gens: list = [[("", "length")] * req.n for _ in ps]
+        drawn: dict = {}                          # (prompt, sample) -> the token ids the decode loop drew
         if req.max_tokens > 0:
-            gens = await run(Job("generate", lm, texts, (req.n, req.max_tokens, req.temperature, req.top_p, st,
-                                                         req.seed)), request)
+            job = Job("generate", lm, texts, (req.n, req.max_tokens, req.temperature, req.top_p, st, req.seed))
+            if req.logprobs is not None:
+                job.on_token = lambda r, j, t: drawn.setdefault((r, j), []).append(t)
+            gens = await run(job, request)
         choices, n_out = [], 0
         lp_rows = []
         if req.logprobs is not None:
+            # the generated tokens themselves (EOS included, as OpenAI and vLLM give it: lm-eval's
+            # echo + max_tokens=1 scoring drops the last position); cut at a stop string: its text's tokens
             rows = []
-            for r, g in zip(ids, gens):
-                for t, _ in g:
-                    rows.append(r + tok(t, add_special_tokens=False)["input_ids"] if t else r)
+            for i, (r, g) in enumerate(zip(ids, gens)):
+                for j, (t, why) in enumerate(g):
+                    if why in ("eos", "length"):
+                        ext = drawn.get((i, j), []) + ([tok.eos_token_id] if why == "eos" else [])
+                    else:
+                        ext = tok(t, add_special_tokens=False)["input_ids"] if t else []
+                    rows.append(r + ext)
             lp_rows = await run(Job("logprobs", lm, rows, (req.logprobs,)), request)
         k = 0
         for i, (r, g) in enumerate(zip(ids, gens)):
