@@ -27,6 +27,7 @@ from adaptlab.tuning import apply_method, make_config  # noqa: E402
 from adaptlab.tuning.io import save_adapter  # noqa: E402
 from tests.conftest import make_tiny_decoder  # noqa: E402
 
+UNTIL = json.dumps(["\n"])                    # a JSON string is a YAML double-quoted scalar: a real newline
 KEY = "sekrit"
 WORDS = ["the cat", "a dog", "the price", "an awful film", "a great movie", "the battery", "Tom has 3 apples",
          "the answer is", "Review: a fine cast", "Question: how many"]
@@ -50,7 +51,8 @@ def _tasks(folder, ll_docs, gen_docs) -> None:
     (folder / "adaptlab_gen.yaml").write_text(
         "task: adaptlab_gen\n" + common + f"dataset_kwargs:\n  data_files:\n    test: {folder / 'gen.jsonl'}\n"
         "output_type: generate_until\ndoc_to_text: '{{question}}'\ndoc_to_target: '{{answer}}'\n"
-        "generation_kwargs:\n  until: ['\\n']\n  max_gen_toks: 8\n  do_sample: false\n  temperature: 0\n"
+        f"generation_kwargs:\n  until: {UNTIL}\n  max_gen_toks: 8\n  do_sample: false\n"
+        "  temperature: 0\n"
         "metric_list:\n  - metric: exact_match\n")
 
 
