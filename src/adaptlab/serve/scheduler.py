@@ -131,12 +131,20 @@ class Scheduler:
         if job.kind == "generate":
             n, max_tokens, temperature, top_p, stop, seed = job.params
             kw = {}
-            if any(j.on_token is not None for j in group):
+            if any(j.on_token is not None for j in group) and _takes_on_token(lm):
                 kw["on_token"] = _fan_out(group)
             texts = lm.generate(rows, n=n, max_new_tokens=max_tokens, temperature=temperature,
                                 stop=list(stop), top_p=top_p, seed=seed, **kw)
             return [list(zip(t, r)) for t, r in zip(texts, lm.finish_reasons)]
         return prompt_logprobs(lm, rows, job.params[0])
+
+
+def _takes_on_token(lm) -> bool:
+    """Whether the engine's ``generate`` streams tokens (``LocalLM``); others (a classifier's
+    ``HeadLM`` refuses to generate with its own error) are called without it."""
+    import inspect
+
+    return "on_token" in inspect.signature(lm.generate).parameters
 
 
 def _fan_out(group: list[Job]):
