@@ -392,6 +392,19 @@ def test_streaming_is_incremental_and_equals_the_full_text(served, monkeypatch):
     assert chunks[-2]["choices"][0]["finish_reason"] == want.choices[0].finish_reason
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == want.usage.model_dump(exclude_none=True)
 
+    # 2 prompts x n=2 (seeded sampling): each streamed choice index concatenates to that choice
+    kw = dict(model="adapter", prompt=["the cat", "a dog ran"], max_tokens=6, temperature=0.8, n=2, seed=5)
+    full = c.completions.create(**kw)
+    texts: dict[int, str] = {}
+    fins: dict[int, str] = {}
+    for ch in c.completions.create(**kw, stream=True):
+        for x in ch.choices:
+            texts[x.index] = texts.get(x.index, "") + x.text
+            if x.finish_reason:
+                fins[x.index] = x.finish_reason
+    assert texts == {x.index: x.text for x in full.choices}
+    assert fins == {x.index: x.finish_reason for x in full.choices}
+
 
 def test_stream_client_gone_stops_the_decode_loop(served, monkeypatch):
     """A client that drops a stream after its first chunk: the batch stops well before max_tokens
@@ -412,3 +425,4 @@ def test_stream_client_gone_stops_the_decode_loop(served, monkeypatch):
     assert not served["app"].state.scheduler.busy and seen["steps"] < 250, seen
     out = _client(served).completions.create(model="ia3", prompt="the cat", max_tokens=3, temperature=0)
     assert out.choices[0].finish_reason in ("length", "stop")
+
