@@ -59,7 +59,8 @@ def served(tmp_path_factory):
                       api_key=KEY, max_queue=32, max_batch=8)
     reg = Registry.load(cfg, backbone=bb)
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(make_app(reg, cfg), host="127.0.0.1", port=port, log_level="error"))
+    app = make_app(reg, cfg)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     th = threading.Thread(target=server.run, daemon=True)
     th.start()
     for _ in range(200):                               # bounded wait for start-up
@@ -67,7 +68,7 @@ def served(tmp_path_factory):
             break
         time.sleep(0.05)
     assert server.started
-    yield {"url": f"http://127.0.0.1:{port}", "bb": bb, "local": local, "root": root, "reg": reg}
+    yield {"url": f"http://127.0.0.1:{port}", "bb": bb, "local": local, "root": root, "reg": reg, "app": app}
     server.should_exit = True
     th.join(timeout=10)
 
@@ -316,3 +317,112 @@ def test_cli_serve_subprocess_health_auth_and_sigterm(tmp_path, served):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def _gated_decode(monkeypatch, lm, gate_at: int | None = None, gate=None, delay: float = 0.0):
+    """Count the engine's decode steps; at step ``gate_at`` wait (bounded) for ``gate``."""
+    seen = {"steps": 0, "gate_open": None}
+    real = lm._decode
+
+    def step(**kw):
+        seen["steps"] += 1
+        if gate is not None and seen["steps"] == gate_at:
+            seen["gate_open"] = gate.wait(timeout=10)
+        if delay:
+            time.sleep(delay)
+        return real(**kw)
+
+    monkeypatch.setattr(lm, "_decode", step)
+    return seen
+
+
+def test_streaming_is_incremental_and_equals_the_full_text(served, monkeypatch):
+    """The first streamed chunk arrives while the decode loop is still running (the loop waits at
+    its 2nd step until the client has a chunk); the streamed text equals the non-streamed greedy
+    text, for completions and chat, with and without a stop string (held back, never sent)."""
+    import json
+
+    c = _client(served)
+    lm = served["reg"].lms["lora"]
+    full = c.completions.create(model="lora", prompt="the cat", max_tokens=12, temperature=0)
+    assert full.choices[0].finish_reason == "length" and len(full.choices[0].text) > 4
+    gate = threading.Event()
+    seen = _gated_decode(monkeypatch, lm, gate_at=2, gate=gate)
+    parts, steps_at_first, fins = [], None, []
+    for ch in c.completions.create(model="lora", prompt="the cat", max_tokens=12, temperature=0, stream=True):
+        if ch.choices and ch.choices[0].text and steps_at_first is None:
+            steps_at_first = seen["steps"]
+            gate.set()
+        parts += [x.text for x in ch.choices]
+        fins += [x.finish_reason for x in ch.choices if x.finish_reason]
+    assert seen["gate_open"] is True and steps_at_first is not None and steps_at_first < 11
+    assert "".join(parts) == full.choices[0].text and fins == ["length"]
+
+    stop = full.choices[0].text[3:6]                       # a stop string inside the greedy text
+    cut = c.completions.create(model="lora", prompt="the cat", max_tokens=12, temperature=0, stop=[stop])
+    got = "".join(x.text for ch in c.completions.create(model="lora", prompt="the cat", max_tokens=12,
+                                                         temperature=0, stop=[stop], stream=True) for x in ch.choices)
+    assert got == cut.choices[0].text and stop not in got
+
+    # chat as raw server-sent events: data: {...} lines, finish_reason and usage last, then [DONE]
+    msgs = [{"role": "user", "content": "hi"}]
+    want = c.chat.completions.create(model="base", messages=msgs, max_tokens=8, temperature=0)
+    assert want.choices[0].message.content.strip("\ufffd")
+    gate2 = threading.Event()
+    seen = _gated_decode(monkeypatch, served["reg"].lms["base"], gate_at=2, gate=gate2)
+    events, first_at = [], None
+    with httpx.stream("POST", served["url"] + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                      timeout=60, json={"model": "base", "messages": msgs, "max_tokens": 8, "temperature": 0,
+                                        "stream": True, "stream_options": {"include_usage": True}}) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if not line:
+                continue
+            assert line.startswith("data: ")
+            events.append(line[6:])
+            if line[6:] != "[DONE]" and json.loads(line[6:])["choices"] and \
+                    json.loads(line[6:])["choices"][0]["delta"].get("content") and first_at is None:
+                first_at = seen["steps"]
+                gate2.set()
+    assert events[-1] == "[DONE]" and first_at is not None and first_at < 7 and seen["gate_open"] is True
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks if ch["choices"])
+    assert text == want.choices[0].message.content
+    assert chunks[-2]["choices"][0]["finish_reason"] == want.choices[0].finish_reason
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == want.usage.model_dump(exclude_none=True)
+
+    # 2 prompts x n=2 (seeded sampling): each streamed choice index concatenates to that choice
+    kw = dict(model="adapter", prompt=["the cat", "a dog ran"], max_tokens=6, temperature=0.8, n=2, seed=5)
+    full = c.completions.create(**kw)
+    texts: dict[int, str] = {}
+    fins: dict[int, str] = {}
+    for ch in c.completions.create(**kw, stream=True):
+        for x in ch.choices:
+            texts[x.index] = texts.get(x.index, "") + x.text
+            if x.finish_reason:
+                fins[x.index] = x.finish_reason
+    assert texts == {x.index: x.text for x in full.choices}
+    assert fins == {x.index: x.finish_reason for x in full.choices}
+
+
+def test_stream_client_gone_stops_the_decode_loop(served, monkeypatch):
+    """A client that drops a stream after its first chunk: the batch stops well before max_tokens
+    and the slot is free for the next request."""
+    lm = served["reg"].lms["ia3"]
+    seen = _gated_decode(monkeypatch, lm, delay=0.02)
+    with httpx.stream("POST", served["url"] + "/v1/completions", headers={"Authorization": f"Bearer {KEY}"},
+                      timeout=60, json={"model": "ia3", "prompt": "the cat", "max_tokens": 300, "temperature": 0,
+                                        "stream": True}) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                break
+    for _ in range(400):                               # bounded: up to ~20 s for the worker to stop
+        h = httpx.get(served["url"] + "/health").json()
+        if h["queued"] == 0 and seen["steps"] and not served["app"].state.scheduler.busy:
+            break
+        time.sleep(0.05)
+    assert not served["app"].state.scheduler.busy and seen["steps"] < 250, seen
+    out = _client(served).completions.create(model="ia3", prompt="the cat", max_tokens=3, temperature=0)
+    assert out.choices[0].finish_reason in ("length", "stop")
+

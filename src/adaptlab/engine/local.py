@@ -373,7 +373,10 @@ class LocalLM:
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], n: int = 1, max_new_tokens: int = 64,
                  temperature: float = 0.0, stop: Sequence[str] | None = None,
-                 top_p: float = 1.0, seed: int | None = None) -> list[list[str]]:
+                 top_p: float = 1.0, seed: int | None = None, on_token=None) -> list[list[str]]:
+        """``on_token(prompt_index, sample_index, token_id)``, if given, is called in the decode
+        loop for every token as soon as it is drawn (EOS excluded; a token that completes a stop
+        string included: the returned text is cut before the stop string). Streaming uses it."""
         t0 = time.perf_counter()
         self.cost.calls += len(prompts) * n
         gen = torch.Generator(device="cpu")
@@ -387,8 +390,12 @@ class LocalLM:
         order = sorted(range(len(prompts)), key=lambda k: -len(encoded[k]))
         for s in range(0, len(order), per):
             idx = order[s: s + per]
+            cb = None
+            if on_token is not None:
+                def cb(row, t, idx=idx):
+                    on_token(idx[row // n], row % n, t)
             texts, why = self._generate_group([encoded[k] for k in idx], n, max_new_tokens,
-                                              temperature, top_p, stop, gen)
+                                              temperature, top_p, stop, gen, cb)
             for b, k in enumerate(idx):
                 out[k] = texts[b * n:(b + 1) * n]
                 reasons[k] = why[b * n:(b + 1) * n]
@@ -398,7 +405,8 @@ class LocalLM:
         self.finish_reasons = reasons     # per completion: the stop string that ended it, "eos" or "length"
         return out
 
-    def _generate_group(self, seqs, n, max_new_tokens, temperature, top_p, stop, gen) -> tuple[list[str], list[str]]:
+    def _generate_group(self, seqs, n, max_new_tokens, temperature, top_p, stop, gen,
+                        on_token=None) -> tuple[list[str], list[str]]:
         max_new_tokens = min(max_new_tokens, max(1, self.max_length - max(len(s) for s in seqs)))
         P = self._split_prefix(seqs)
         if not P and n > 1 and len(seqs) == 1 and self.share_prefix and len(seqs[0]) > MIN_PREFIX:
@@ -433,6 +441,8 @@ class LocalLM:
                     continue
                 generated[row].append(t)
                 self.cost.generated_tokens += 1
+                if on_token is not None:
+                    on_token(row, t)
                 if stop:
                     text = self.tok.decode(generated[row], skip_special_tokens=True)
                     if any(s in text for s in stop):

@@ -46,6 +46,7 @@ class _Sampling(BaseModel):
     stop: Union[str, list[str], None] = None
     seed: Optional[int] = None
     stream: bool = False
+    stream_options: Optional[dict] = None   # {"include_usage": true}: a last chunk with usage, no choices
     model_config = {"extra": "allow"}
 
 
@@ -173,6 +174,7 @@ def make_app(reg, cfg) -> FastAPI:
                 return wrapped.result()
             if await request.is_disconnected():
                 fut.cancel()          # a queued job is skipped; a running one finishes and is dropped
+                job.gone.set()        # ... or stops at its next token if no one else waits on its batch
                 raise ApiError(499, "client disconnected")
 
     def check_len(ids: list[int], max_tokens: int) -> None:
@@ -193,6 +195,65 @@ def make_app(reg, cfg) -> FastAPI:
             toks.append(cur[len(prev):] if cur.startswith(prev) else tok.decode([ids[i]]))
             prev = cur if cur.startswith(prev) else prev + toks[-1]
         return toks, offs
+
+    def streamed(job: Job, request: Request, choices: list, delta, prelude, finish, tail) -> StreamingResponse:
+        """Stream a generate job as the decode loop draws its tokens (server-sent events).
+
+        ``choices``: one ``_Text`` per (prompt, sample), in choice order (prompt-major);
+        ``delta(index, text)`` / ``finish(index, text, why)`` make a chunk, ``prelude()`` the
+        chunks sent before any token, ``tail(result)`` those after every choice's last one.
+        A client that goes away marks the job gone: the worker stops its decode loop."""
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue()
+        n = job.params[0]
+        job.on_token = lambda r, j, t: loop.call_soon_threadsafe(q.put_nowait, (r * n + j, t))
+        try:
+            fut = sched.submit(job)
+        except QueueFull:
+            raise ApiError(429, f"server busy: {cfg.max_queue} requests queued; retry later", "rate_limit_exceeded",
+                           headers={"Retry-After": str(cfg.retry_after)}) from None
+        wrapped = asyncio.wrap_future(fut)
+        wrapped.add_done_callback(lambda _: q.put_nowait(None))   # after every token (FIFO on the loop)
+
+        async def gen():
+            try:
+                for c in prelude():
+                    yield f"data: {json.dumps(c)}\n\n"
+                while True:
+                    try:
+                        item = await asyncio.wait_for(q.get(), timeout=0.25)
+                    except asyncio.TimeoutError:
+                        if await request.is_disconnected():
+                            return
+                        continue
+                    if item is None:
+                        break
+                    i, t = item
+                    d = choices[i].add(t)
+                    if d:
+                        yield f"data: {json.dumps(delta(i, d))}\n\n"
+                try:
+                    result = wrapped.result()
+                except Exception as e:             # the model call failed after the stream began
+                    yield f"data: {json.dumps({'error': {'message': str(e), 'type': 'server_error', 'code': 500}})}\n\n"
+                    yield "data: [DONE]\n\n"
+                    return
+                flat = [x for g in result for x in g]
+                for i, (t, why) in enumerate(flat):
+                    d = choices[i].finish(t)
+                    if d:
+                        yield f"data: {json.dumps(delta(i, d))}\n\n"
+                    yield f"data: {json.dumps(finish(i, t, why))}\n\n"
+                for c in tail(result):
+                    yield f"data: {json.dumps(c)}\n\n"
+                yield "data: [DONE]\n\n"
+            finally:
+                job.gone.set()                     # normal end: harmless; early close: stops the decode loop
+                fut.cancel()
+        return StreamingResponse(gen(), media_type="text/event-stream")
+
+    def include_usage(req) -> bool:
+        return bool((req.stream_options or {}).get("include_usage"))
 
     def sse(chunks):
         async def gen():
@@ -225,17 +286,45 @@ def make_app(reg, cfg) -> FastAPI:
             check_len(r, req.max_tokens)
         texts = [p if isinstance(p, str) else tok.decode(p, skip_special_tokens=True) for p in ps]
         st = stops(req.stop)
+        cid, now, model = f"cmpl-{uuid.uuid4().hex[:16]}", int(time.time()), req.model or reg.base_name
+        if req.stream and req.logprobs is None and req.max_tokens > 0:
+            job = Job("generate", lm, texts, (req.n, req.max_tokens, req.temperature, req.top_p, st, req.seed))
+            head = {"id": cid, "object": "text_completion", "created": now, "model": model}
+
+            def chunk(i, text, why=None):
+                return {**head, "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": why}]}
+
+            def tail(result):
+                if not include_usage(req):
+                    return []
+                n_out = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for g in result for t, _ in g if t)
+                return [{**head, "choices": [], "usage": usage(sum(len(r) for r in ids), n_out)}]
+
+            return streamed(job, request, [_Text(tok, st) for _ in range(len(ps) * req.n)], chunk,
+                            lambda: [chunk(i * req.n + j, texts[i]) for i in range(len(ps)) for j in range(req.n)]
+                            if req.echo else [],
+                            lambda i, t, why: chunk(i, "", "stop" if why in ("eos", "stop") or why in st else "length"),
+                            tail)
         gens: list = [[("", "length")] * req.n for _ in ps]
+        drawn: dict = {}                          # (prompt, sample) -> the token ids the decode loop drew
         if req.max_tokens > 0:
-            gens = await run(Job("generate", lm, texts, (req.n, req.max_tokens, req.temperature, req.top_p, st,
-                                                         req.seed)), request)
+            job = Job("generate", lm, texts, (req.n, req.max_tokens, req.temperature, req.top_p, st, req.seed))
+            if req.logprobs is not None:
+                job.on_token = lambda r, j, t: drawn.setdefault((r, j), []).append(t)
+            gens = await run(job, request)
         choices, n_out = [], 0
         lp_rows = []
         if req.logprobs is not None:
+            # the generated tokens themselves (EOS included, as OpenAI and vLLM give it: lm-eval's
+            # echo + max_tokens=1 scoring drops the last position); cut at a stop string: its text's tokens
             rows = []
-            for r, g in zip(ids, gens):
-                for t, _ in g:
-                    rows.append(r + tok(t, add_special_tokens=False)["input_ids"] if t else r)
+            for i, (r, g) in enumerate(zip(ids, gens)):
+                for j, (t, why) in enumerate(g):
+                    if why in ("eos", "length"):
+                        ext = drawn.get((i, j), []) + ([tok.eos_token_id] if why == "eos" else [])
+                    else:
+                        ext = tok(t, add_special_tokens=False)["input_ids"] if t else []
+                    rows.append(r + ext)
             lp_rows = await run(Job("logprobs", lm, rows, (req.logprobs,)), request)
         k = 0
         for i, (r, g) in enumerate(zip(ids, gens)):
@@ -257,8 +346,7 @@ def make_app(reg, cfg) -> FastAPI:
                                         for o in offs[start:]]}
                 k += 1
                 choices.append(c)
-        body = {"id": f"cmpl-{uuid.uuid4().hex[:16]}", "object": "text_completion", "created": int(time.time()),
-                "model": req.model or reg.base_name, "choices": choices,
+        body = {"id": cid, "object": "text_completion", "created": now, "model": model, "choices": choices,
                 "usage": usage(sum(len(r) for r in ids), n_out)}
         if req.stream:
             return sse([{**{k2: v for k2, v in body.items() if k2 != "usage"}, "choices": [c]} for c in choices])
@@ -273,21 +361,27 @@ def make_app(reg, cfg) -> FastAPI:
         ids = text_path.encode(tok, prompt)
         check_len(ids, max_tokens)
         st = stops(req.stop)
-        [g] = await run(Job("generate", lm, [prompt], (req.n, max_tokens, req.temperature, req.top_p, st,
-                                                      req.seed)), request)
         cid, now, model = f"chatcmpl-{uuid.uuid4().hex[:16]}", int(time.time()), req.model or reg.base_name
-        fin = ["stop" if why in ("eos", "stop") or why in st else "length" for _, why in g]
+        job = Job("generate", lm, [prompt], (req.n, max_tokens, req.temperature, req.top_p, st, req.seed))
         if req.stream:
-            chunks = []
-            for i, (t, _) in enumerate(g):
-                base = {"id": cid, "object": "chat.completion.chunk", "created": now, "model": model}
-                chunks.append({**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
-                                                    "finish_reason": None}]})
-                for piece in _pieces(t):
-                    chunks.append({**base, "choices": [{"index": i, "delta": {"content": piece},
-                                                        "finish_reason": None}]})
-                chunks.append({**base, "choices": [{"index": i, "delta": {}, "finish_reason": fin[i]}]})
-            return sse(chunks)
+            head = {"id": cid, "object": "chat.completion.chunk", "created": now, "model": model}
+
+            def chunk(i, delta, why=None):
+                return {**head, "choices": [{"index": i, "delta": delta, "finish_reason": why}]}
+
+            def tail(result):
+                if not include_usage(req):
+                    return []
+                n_out = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t, _ in result[0] if t)
+                return [{**head, "choices": [], "usage": usage(len(ids), n_out)}]
+
+            return streamed(job, request, [_Text(tok, st) for _ in range(req.n)],
+                            lambda i, text: chunk(i, {"content": text}),
+                            lambda: [chunk(i, {"role": "assistant", "content": ""}) for i in range(req.n)],
+                            lambda i, t, why: chunk(i, {}, "stop" if why in ("eos", "stop") or why in st else "length"),
+                            tail)
+        [g] = await run(job, request)
+        fin = ["stop" if why in ("eos", "stop") or why in st else "length" for _, why in g]
         n_out = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t, _ in g)
         return {"id": cid, "object": "chat.completion", "created": now, "model": model,
                 "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": fin[i]}
@@ -335,12 +429,40 @@ def chat_prompt(tok, messages: list[dict]) -> str:
     return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
 
 
-def _pieces(t: str) -> list[str]:
-    """A finished completion as stream deltas (word by word)."""
-    out, cur = [], ""
-    for ch in t:
-        cur += ch
-        if ch == " ":
-            out.append(cur)
-            cur = ""
-    return out + ([cur] if cur else [])
+class _Text:
+    """The streamed text of one choice, token by token: only what can no longer change is sent.
+
+    The tokens so far are decoded whole (a byte-level token may end inside a character: a trailing
+    U+FFFD is held back for up to 3 tokens, as a UTF-8 character has at most 4 bytes); with stop strings, a tail that could still become a stop string is held
+    back and the text ends before the first stop string, as ``LocalLM.generate`` cuts it. At the
+    end ``finish`` sends whatever the final text has beyond what was sent."""
+
+    def __init__(self, tok, stop: tuple):
+        self.tok, self.stop, self.ids, self.sent, self.cut, self.waited = tok, stop, [], "", False, 0
+
+    def add(self, token: int) -> str:
+        if self.cut:
+            return ""
+        self.ids.append(token)
+        text = self.tok.decode(self.ids, skip_special_tokens=True)
+        hits = [text.find(s) for s in self.stop if s in text]
+        if hits:
+            text, self.cut = text[:min(hits)], True
+        else:
+            if text.endswith("\ufffd") and self.waited < 3:
+                self.waited += 1
+                text = text.rstrip("\ufffd")
+            else:
+                self.waited = 0
+            hold = max((k for s in self.stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+            text = text[:len(text) - hold]
+        if not text.startswith(self.sent):
+            return ""
+        d, self.sent = text[len(self.sent):], text
+        return d
+
+    def finish(self, final: str) -> str:
+        if not final.startswith(self.sent):
+            return ""
+        d, self.sent = final[len(self.sent):], final
+        return d

@@ -8,12 +8,18 @@ adapter: rows of one forward pass use one adapter (per-row mixing of adapters in
 not implemented). A full queue refuses at once (``QueueFull`` -> 429 + Retry-After); a cancelled
 job (client gone) is skipped when its turn comes.
 
+Streaming: a job with ``on_token`` gets ``(row, sample, token_id)`` from inside the decode loop
+(``LocalLM.generate(on_token=)``), on the worker thread, as each token is drawn. A streaming
+client that goes away marks its job ``gone``; once every job of the running group is gone the
+decode loop is stopped at its next token, so the slot is free at once.
+
 Prompt log-probs (``echo`` + ``logprobs``) come from one left-padded forward over the prompt:
 ``log p(x_i | x_<i)`` for every token after the first, and the top-k alternatives.
 """
 
 from __future__ import annotations
 
+import bisect
 import queue
 import threading
 from concurrent.futures import Future
@@ -34,6 +40,12 @@ class Job:
     rows: list                        # generate: prompt strings; logprobs: token-id lists
     params: tuple = ()                # generate: (n, max_tokens, temperature, top_p, stop, seed); logprobs: (top_k,)
     future: Future = field(default_factory=Future)
+    on_token: object = None           # generate only: callable(row, sample, token_id), from the worker thread
+    gone: threading.Event = field(default_factory=threading.Event)   # the client left (streaming)
+
+
+class _AllGone(Exception):
+    """Raised inside the decode loop when no job of the group has a client any more."""
 
 
 class Scheduler:
@@ -72,7 +84,7 @@ class Scheduler:
                 self._held.append(self.q.get_nowait())
             except queue.Empty:
                 break
-        self._held = [j for j in self._held if not j.future.cancelled()]
+        self._held = [j for j in self._held if not j.future.cancelled() and not j.gone.is_set()]
         if not self._held:
             return []
         first = self._held[0]
@@ -97,11 +109,15 @@ class Scheduler:
                 j.future.set_running_or_notify_cancel()
             try:
                 rows = [r for j in group for r in j.rows]
-                out = self._run(group[0], rows)
+                out = self._run(group, rows)
                 k = 0
                 for j in group:
                     j.future.set_result(out[k:k + len(j.rows)])
                     k += len(j.rows)
+            except _AllGone:          # every client left mid-stream: nothing to hand back
+                for j in group:
+                    if not j.future.done():
+                        j.future.cancel() or j.future.set_exception(ConnectionAbortedError("client gone"))
             except Exception as e:    # handed to the request; the worker lives on
                 for j in group:
                     if not j.future.done():
@@ -109,14 +125,44 @@ class Scheduler:
             finally:
                 self.busy = 0
 
-    def _run(self, job: Job, rows: list) -> list:
+    def _run(self, group: list[Job], rows: list) -> list:
+        job = group[0]
         lm = job.lm
         if job.kind == "generate":
             n, max_tokens, temperature, top_p, stop, seed = job.params
+            kw = {}
+            if any(j.on_token is not None for j in group) and _takes_on_token(lm):
+                kw["on_token"] = _fan_out(group)
             texts = lm.generate(rows, n=n, max_new_tokens=max_tokens, temperature=temperature,
-                                stop=list(stop), top_p=top_p, seed=seed)
+                                stop=list(stop), top_p=top_p, seed=seed, **kw)
             return [list(zip(t, r)) for t, r in zip(texts, lm.finish_reasons)]
         return prompt_logprobs(lm, rows, job.params[0])
+
+
+def _takes_on_token(lm) -> bool:
+    """Whether the engine's ``generate`` streams tokens (``LocalLM``); others (a classifier's
+    ``HeadLM`` refuses to generate with its own error) are called without it."""
+    import inspect
+
+    return "on_token" in inspect.signature(lm.generate).parameters
+
+
+def _fan_out(group: list[Job]):
+    """One ``on_token`` for the group's concatenated rows: each token goes to its job's callback
+    (row numbered within the job); stops the decode loop when every client is gone."""
+    starts, k = [], 0
+    for j in group:
+        starts.append(k)
+        k += len(j.rows)
+
+    def cb(row: int, sample: int, token: int) -> None:
+        if all(j.gone.is_set() for j in group):
+            raise _AllGone()
+        g = bisect.bisect_right(starts, row) - 1
+        j = group[g]
+        if j.on_token is not None and not j.gone.is_set():
+            j.on_token(row - starts[g], sample, token)
+    return cb
 
 
 @torch.no_grad()
