@@ -8,16 +8,12 @@ skipped where it is not installed."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 
 import pytest
 import torch
 
 pytest.importorskip("fastapi")
 pytest.importorskip("lm_eval", reason="lm-eval not installed (pip install '.[serve-oracle]')")
-import uvicorn  # noqa: E402
 
 from adaptlab.engine import make_lm  # noqa: E402
 from adaptlab.serve import ServeConfig  # noqa: E402
@@ -26,6 +22,7 @@ from adaptlab.serve.registry import Registry  # noqa: E402
 from adaptlab.tuning import apply_method, make_config  # noqa: E402
 from adaptlab.tuning.io import save_adapter  # noqa: E402
 from tests.conftest import make_tiny_decoder  # noqa: E402
+from tests.serve.conftest import running_server  # noqa: E402
 
 UNTIL = json.dumps(["\n"])                    # a JSON string is a YAML double-quoted scalar: a real newline
 KEY = "sekrit"
@@ -33,17 +30,11 @@ WORDS = ["the cat", "a dog", "the price", "an awful film", "a great movie", "the
          "the answer is", "Review: a fine cast", "Question: how many"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _tasks(folder, ll_docs, gen_docs) -> None:
     """Two lm-eval tasks over local jsonl files (offline): multiple choice and generate-until."""
     for name, docs in [("ll", ll_docs), ("gen", gen_docs)]:
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-    common = f"dataset_path: json\ntest_split: test\nnum_fewshot: 0\n"
+    common = "dataset_path: json\ntest_split: test\nnum_fewshot: 0\n"
     (folder / "adaptlab_ll.yaml").write_text(
         "task: adaptlab_ll\n" + common + f"dataset_kwargs:\n  data_files:\n    test: {folder / 'll.jsonl'}\n"
         "output_type: multiple_choice\ndoc_to_text: '{{context}}'\ndoc_to_choice: '{{choices}}'\n"
@@ -85,28 +76,16 @@ def test_lm_eval_local_completions_matches_in_process(tmp_path, monkeypatch):
 
     cfg = ServeConfig(adapters={"lora": str(tmp_path / "lora")}, api_key=KEY, max_batch=8)
     reg = Registry.load(cfg, backbone=bb)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(make_app(reg, cfg), host="127.0.0.1", port=port, log_level="error"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    for _ in range(200):                               # bounded wait for start-up
-        if server.started:
-            break
-        time.sleep(0.05)
-    assert server.started
     monkeypatch.setenv("OPENAI_API_KEY", KEY)          # lm-eval's completions requests
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    try:
+    with running_server(make_app(reg, cfg)) as url:
         out = lm_eval.simple_evaluate(
             model="local-completions",
-            model_args=f"base_url=http://127.0.0.1:{port}/v1/completions,model=lora,tokenizer_backend=remote,"
+            model_args=f"base_url={url}/v1/completions,model=lora,tokenizer_backend=remote,"
                        f"auth_token={KEY},max_retries=1,num_concurrent=1,max_length=512",
             tasks=["adaptlab_ll", "adaptlab_gen"], task_manager=TaskManager(include_path=str(tmp_path),
                                                                              include_defaults=False),
             log_samples=True, bootstrap_iters=0)
-    finally:
-        server.should_exit = True
-        th.join(timeout=10)
     res = out["results"]
     acc_ll, acc_gen = 100 * res["adaptlab_ll"]["acc,none"], 100 * res["adaptlab_gen"]["exact_match,none"]
     print(f"\nloglikelihood acc: lm-eval via server {acc_ll:.1f}, in-process {local_acc_ll:.1f}; "

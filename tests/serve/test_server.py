@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -13,7 +12,6 @@ import torch
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
-import uvicorn  # noqa: E402
 
 from adaptlab.engine import make_lm  # noqa: E402
 from adaptlab.serve import ServeConfig  # noqa: E402
@@ -22,6 +20,7 @@ from adaptlab.serve.registry import Registry  # noqa: E402
 from adaptlab.tuning import apply_method, make_config  # noqa: E402
 from adaptlab.tuning.io import save_adapter  # noqa: E402
 from tests.conftest import make_tiny_decoder  # noqa: E402
+from tests.serve.conftest import free_port, running_server  # noqa: E402
 
 KEY = "sekrit"
 # every decoder adapter type (non-zero init so that each changes the output)
@@ -38,12 +37,6 @@ def _perturb(tuned, seed):
                 p.add_(torch.randn(p.shape, generator=g) * 0.3)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("adapters")
@@ -58,19 +51,9 @@ def served(tmp_path_factory):
     cfg = ServeConfig(adapters={m: str(root / m) for m in list(METHODS)[:-1]}, adapter_roots=[str(root)],
                       api_key=KEY, max_queue=32, max_batch=8)
     reg = Registry.load(cfg, backbone=bb)
-    port = _free_port()
     app = make_app(reg, cfg)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    for _ in range(200):                               # bounded wait for start-up
-        if server.started:
-            break
-        time.sleep(0.05)
-    assert server.started
-    yield {"url": f"http://127.0.0.1:{port}", "bb": bb, "local": local, "root": root, "reg": reg, "app": app}
-    server.should_exit = True
-    th.join(timeout=10)
+    with running_server(app) as url:
+        yield {"url": url, "bb": bb, "local": local, "root": root, "reg": reg, "app": app}
 
 
 def _client(s):
@@ -251,27 +234,16 @@ def test_full_queue_answers_429_with_retry_after(served):
 
     cfg = ServeConfig(max_queue=1, max_batch=1)
     reg = Registry(served["bb"], cfg)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(make_app(reg, cfg), host="127.0.0.1", port=port, log_level="error"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    try:
+    with running_server(make_app(reg, cfg)) as url:
         def post(_):
-            return httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=60,
+            return httpx.post(f"{url}/v1/completions", timeout=60,
                               json={"prompt": "the cat", "max_tokens": 40, "temperature": 0})
         with ThreadPoolExecutor(12) as pool:
             rs = list(pool.map(post, range(12)))
         codes = [r.status_code for r in rs]
         assert set(codes) <= {200, 429} and 429 in codes and 200 in codes
         assert all(r.headers.get("retry-after") for r in rs if r.status_code == 429)
-        assert httpx.get(f"http://127.0.0.1:{port}/health").json()["queued"] == 0
-    finally:
-        server.should_exit = True
-        th.join(timeout=10)
+        assert httpx.get(f"{url}/health").json()["queued"] == 0
 
 
 def test_cli_serve_subprocess_health_auth_and_sigterm(tmp_path, served):
@@ -293,7 +265,7 @@ def test_cli_serve_subprocess_health_auth_and_sigterm(tmp_path, served):
     r = subprocess.run([sys.executable, "-m", "adaptlab", "serve", "--model", folder, "--adapter", f"pk={bad}"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "pickle" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    port = _free_port()
+    port = free_port()
     p = subprocess.Popen([sys.executable, "-m", "adaptlab", "serve", "--model", folder, "--port", str(port),
                           "--adapter", f"lora={tmp_path / 'lora'}"],
                          env={**os.environ, "ADAPTLAB_API_KEY": KEY}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

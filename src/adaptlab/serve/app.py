@@ -161,13 +161,18 @@ def make_app(reg, cfg) -> FastAPI:
             raise ApiError(400, "stop: at most 4 sequences")
         return tuple(s)
 
-    async def run(job: Job, request: Request):
+    def submit(job: Job):
+        """Queue ``job`` for the worker: (its future, that future awaitable here); a full queue is a
+        429 with Retry-After."""
         try:
             fut = sched.submit(job)
+            return fut, asyncio.wrap_future(fut)
         except QueueFull:
             raise ApiError(429, f"server busy: {cfg.max_queue} requests queued; retry later", "rate_limit_exceeded",
                            headers={"Retry-After": str(cfg.retry_after)}) from None
-        wrapped = asyncio.wrap_future(fut)
+
+    async def run(job: Job, request: Request):
+        fut, wrapped = submit(job)
         while True:
             done, _ = await asyncio.wait({wrapped}, timeout=0.25)
             if done:
@@ -207,12 +212,7 @@ def make_app(reg, cfg) -> FastAPI:
         q: asyncio.Queue = asyncio.Queue()
         n = job.params[0]
         job.on_token = lambda r, j, t: loop.call_soon_threadsafe(q.put_nowait, (r * n + j, t))
-        try:
-            fut = sched.submit(job)
-        except QueueFull:
-            raise ApiError(429, f"server busy: {cfg.max_queue} requests queued; retry later", "rate_limit_exceeded",
-                           headers={"Retry-After": str(cfg.retry_after)}) from None
-        wrapped = asyncio.wrap_future(fut)
+        fut, wrapped = submit(job)
         wrapped.add_done_callback(lambda _: q.put_nowait(None))   # after every token (FIFO on the loop)
 
         async def gen():
