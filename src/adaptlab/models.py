@@ -166,6 +166,13 @@ def _dequantize_gguf(gguf: Path) -> Path:
     if _complete(target):
         return target
     check_cache_place()                   # before minutes of dequantizing, not after them
+    from adaptlab.progress import status
+
+    with status(f"converting {gguf.name} to safetensors (once, cached in {cache_dir()})"):
+        return _dequantize_into(gguf, target)
+
+
+def _dequantize_into(gguf: Path, target: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -293,22 +300,29 @@ def kind_of_ref(name_or_path: str | None) -> str:
 
 
 def load_backbone(name_or_path: str | None = None, kind: str | None = None) -> Backbone:
-    """Load a model by default name, ``.gguf`` file, local folder or Hugging Face id."""
+    """Load a model by default name, ``.gguf`` file, local folder or Hugging Face id. A load that
+    takes a while (and converting a GGUF file) says so on stderr (``progress.status``)."""
+    from adaptlab.progress import status
+
     _quiet_transformers()
     check_model_ref(name_or_path)                    # the cheap refusals, shared with commands' early checks
     name = resolve_name(name_or_path)
     if name in DEFAULTS:
         path = default_path(name)
         folder = _dequantize_gguf(path) if path.suffix == ".gguf" else path
-        bb = _load_folder_or_id(str(folder), name, DEFAULTS[name]["kind"])
+        with status(f"loading {name}"):
+            bb = _load_folder_or_id(str(folder), name, DEFAULTS[name]["kind"])
         bb.source = str(path)
         return bb
     path = Path(name).expanduser()
     if name.endswith(".gguf"):
-        bb = _load_folder_or_id(str(_dequantize_gguf(path)), name, kind or "decoder")
+        folder = _dequantize_gguf(path)
+        with status(f"loading {name}"):
+            bb = _load_folder_or_id(str(folder), name, kind or "decoder")
         bb.source = str(path)
         return bb
-    return _load_folder_or_id(str(path) if path.is_dir() else name, name, kind)
+    with status(f"loading {name}"):
+        return _load_folder_or_id(str(path) if path.is_dir() else name, name, kind)
 
 
 def list_models() -> list[dict]:
