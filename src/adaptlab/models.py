@@ -166,6 +166,8 @@ def _dequantize_gguf(gguf: Path) -> Path:
     if _complete(target):
         return target
     check_cache_place()                   # before minutes of dequantizing, not after them
+    from transformers import AutoModelForCausalLM  # noqa: F401 (imported before the status line's clock runs)
+
     from adaptlab.progress import status
 
     with status(f"converting {gguf.name} to safetensors (once, cached in {cache_dir()})"):
@@ -237,9 +239,12 @@ def _load_folder_or_id(ref: str, name: str, kind: str | None = None) -> Backbone
         ) from None
     kind = kind or _kind_of(config)
     cls = AutoModelForCausalLM if kind == "decoder" else AutoModel
+    from adaptlab.progress import status
+
     try:
-        model = cls.from_pretrained(ref, config=config, dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(ref)
+        with status(f"loading {name}"):         # after the config: a bad name fails before the line is due
+            model = cls.from_pretrained(ref, config=config, dtype=torch.float32)
+            tok = AutoTokenizer.from_pretrained(ref)
     except Exception as e:
         raise ModelError(f"cannot load model {name!r} from {ref}: {type(e).__name__}: {str(e)[:200]}") from None
     model.eval()
@@ -300,29 +305,23 @@ def kind_of_ref(name_or_path: str | None) -> str:
 
 
 def load_backbone(name_or_path: str | None = None, kind: str | None = None) -> Backbone:
-    """Load a model by default name, ``.gguf`` file, local folder or Hugging Face id. A load that
-    takes a while (and converting a GGUF file) says so on stderr (``progress.status``)."""
-    from adaptlab.progress import status
-
+    """Load a model by default name, ``.gguf`` file, local folder or Hugging Face id. Converting a
+    GGUF file and reading the weights say so on stderr when they take a while (``progress.status``)."""
     _quiet_transformers()
     check_model_ref(name_or_path)                    # the cheap refusals, shared with commands' early checks
     name = resolve_name(name_or_path)
     if name in DEFAULTS:
         path = default_path(name)
         folder = _dequantize_gguf(path) if path.suffix == ".gguf" else path
-        with status(f"loading {name}"):
-            bb = _load_folder_or_id(str(folder), name, DEFAULTS[name]["kind"])
+        bb = _load_folder_or_id(str(folder), name, DEFAULTS[name]["kind"])
         bb.source = str(path)
         return bb
     path = Path(name).expanduser()
     if name.endswith(".gguf"):
-        folder = _dequantize_gguf(path)
-        with status(f"loading {name}"):
-            bb = _load_folder_or_id(str(folder), name, kind or "decoder")
+        bb = _load_folder_or_id(str(_dequantize_gguf(path)), name, kind or "decoder")
         bb.source = str(path)
         return bb
-    with status(f"loading {name}"):
-        return _load_folder_or_id(str(path) if path.is_dir() else name, name, kind)
+    return _load_folder_or_id(str(path) if path.is_dir() else name, name, kind)
 
 
 def list_models() -> list[dict]:
