@@ -13,6 +13,7 @@ as the bare body (``AutoModel``): heads are added by tuning methods, never patch
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -170,8 +171,30 @@ def _dequantize_gguf(gguf: Path) -> Path:
 
     from adaptlab.progress import status
 
-    with status(f"converting {gguf.name} to safetensors (once, cached in {cache_dir()})"):
+    with status(f"converting {gguf.name} to safetensors (once, cached in {cache_dir()})"), _quiet_gguf_bar():
         return _dequantize_into(gguf, target)
+
+
+@contextlib.contextmanager
+def _quiet_gguf_bar():
+    """transformers' per-tensor GGUF bar is a plain tqdm (deaf to its progress switch): carriage
+    returns in a log. Keep it to terminals, where adaptlab's own bars are shown too."""
+    from adaptlab.progress import bars_shown
+
+    mod = None
+    if not bars_shown():
+        try:
+            import transformers.modeling_gguf_pytorch_utils as mod
+
+            real = mod.tqdm
+            mod.tqdm = functools.partial(real, disable=True)
+        except (ImportError, AttributeError):
+            mod = None
+    try:
+        yield
+    finally:
+        if mod is not None:
+            mod.tqdm = real
 
 
 def _dequantize_into(gguf: Path, target: Path) -> Path:

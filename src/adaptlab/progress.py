@@ -149,6 +149,13 @@ class Lines:
         self.closed = True
 
 
+def bars_shown(stream=None) -> bool:
+    """Whether ``bar`` draws tqdm bars on ``stream`` (default stderr), not lines or nothing."""
+    stream = stream if stream is not None else sys.stderr
+    mode = _mode()
+    return mode == "bar" or (mode not in ("lines", "off") and getattr(stream, "isatty", lambda: False)())
+
+
 def bar(total: int | None, desc: str, *, enabled: bool = True, initial: int = 0, leave: bool = True,
         stream=None):
     """A tqdm bar on a terminal, :class:`Lines` elsewhere, a silent bar when not ``enabled``."""
