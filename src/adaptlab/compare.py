@@ -22,7 +22,7 @@ already run). So ``seconds >= train_seconds`` always, resumed or not.
 
 Progress (stderr): before each run ``[3/5] lora seed=0 (2 done in 95 s, ~150 s left)``, the
 estimate being the mean seconds of this invocation's finished runs of the same kind (prompting or
-tuning; of all runs before one of that kind has finished) times the runs left; each run's own bars
+tuning; of all runs, and ``or more``, before one of that kind has finished) over the runs left; each run's own bars
 (``test eval``, ``tune``, ``dev eval``) beneath it; and ``compare: 5 run(s) in 6 min`` at the end.
 """
 
@@ -217,13 +217,15 @@ def _secs(s: float) -> str:
 
 def _so_far(rest: list, took: dict[str, list[float]], elapsed: float) -> str:
     """`` (2 done in 95 s, ~150 s left)`` before a run: the seconds left are, for every run still to
-    do (this one included), the mean of the finished runs of its kind (prompt / tune), or of all."""
+    do (this one included), the mean of the finished runs of its kind (prompt / tune), or of all
+    (then ``or more``: a kind not timed yet, tuning after prompting, is likely slower)."""
     done = sum(len(v) for v in took.values())
     if not done:
         return ""
     mean_all = sum(sum(v) for v in took.values()) / done
     left = sum(sum(took[s.kind]) / len(took[s.kind]) if s.kind in took else mean_all for s, _ in rest)
-    return f" ({done} done in {_secs(elapsed)}, ~{_secs(left)} left)"
+    guess = any(s.kind not in took for s, _ in rest)     # a tuning run timed by prompting runs: more, likely
+    return f" ({done} done in {_secs(elapsed)}, ~{_secs(left)} left{' or more' if guess else ''})"
 
 
 def compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dict]:
