@@ -52,10 +52,18 @@ def status(what: str, *, after: float | None = None, stream=None, clock=time.mon
     lock = threading.Lock()
     state = {"shown": False, "over": False}
 
+    def say(line: str) -> None:
+        if bars_shown(stream):          # above any bar drawn at the time, not through it
+            from tqdm import tqdm
+
+            tqdm.write(line, file=stream)
+        else:
+            print(line, file=stream, flush=True)
+
     def show() -> None:
         with lock:
             if not state["over"]:
-                print(f"{what} ...", file=stream, flush=True)
+                say(f"{what} ...")
                 state["shown"] = True
 
     timer = None
@@ -75,7 +83,7 @@ def status(what: str, *, after: float | None = None, stream=None, clock=time.mon
         with lock:
             state["over"] = True
             if ok and state["shown"]:
-                print(f"{what}: done in {clock() - t0:.0f} s", file=stream, flush=True)
+                say(f"{what}: done in {clock() - t0:.0f} s")
 
 
 class Rows:
