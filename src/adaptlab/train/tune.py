@@ -178,10 +178,12 @@ def _train_feedback(backbone, tuned, task, train_examples, cfg, out, dev_example
         raise ConfigError(f"method {tuned.method} is gradient-free: --set objective={pref.objective} needs gradients")
     objective = feedback_objective(backbone, tuned, task, cfg, pref)
     if pref.objective == "grpo":
-        evaluate = dev_hook(backbone, tuned, task, dev_examples, max(16, cfg.batch_size), progress) if dev_examples else None
+        evaluate = (dev_hook(backbone, tuned, task, dev_examples, max(16, cfg.batch_size), progress)
+                    if dev_examples else None)
         metric = task.metric
     else:
         key = "reward_accuracy" if pref.objective == "dpo" else "accuracy"
+
         def held_out() -> float:
             from adaptlab.progress import status
 
