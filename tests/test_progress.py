@@ -68,3 +68,53 @@ def test_a_short_job_prints_no_lines():
     p.close()                                       # the first line once 5 s have passed: 5/10 .. 10/10
     assert [x.split(",")[0] for x in out.getvalue().splitlines()] == [f"eval: {n}/10 (" + f"{10 * n}%)"
                                                                        for n in range(5, 11)]
+
+
+def test_status_line_before_and_after_a_long_step(monkeypatch):
+    monkeypatch.setenv("ADAPTLAB_PROGRESS", "lines")
+    out, clock = io.StringIO(), Clock()
+    with progress.status("loading smollm2-135m-instruct", after=0, stream=out, clock=clock):
+        assert out.getvalue() == "loading smollm2-135m-instruct ...\n"
+        clock.t += 41.2
+    assert out.getvalue().splitlines()[-1] == "loading smollm2-135m-instruct: done in 41 s"
+
+
+def test_status_is_silent_for_a_short_step_a_failed_one_and_when_off(monkeypatch):
+    monkeypatch.setenv("ADAPTLAB_PROGRESS", "lines")
+    out = io.StringIO()
+    with progress.status("loading x", after=60, stream=out):      # done long before its line is due
+        pass
+    assert out.getvalue() == ""
+    try:
+        with progress.status("loading x", after=0, stream=out):
+            raise ValueError("bad")
+    except ValueError:
+        pass
+    assert out.getvalue() == "loading x ...\n"                     # no "done" after a failure
+    monkeypatch.setenv("ADAPTLAB_PROGRESS", "off")
+    out = io.StringIO()
+    with progress.status("loading x", after=0, stream=out):
+        pass
+    assert out.getvalue() == ""
+
+
+def test_loading_a_model_says_so(tiny_folder, monkeypatch, capsys):
+    from adaptlab.models import load_backbone
+
+    monkeypatch.setenv("ADAPTLAB_PROGRESS", "lines")
+    monkeypatch.setattr(progress, "STATUS_AFTER", 0.0)           # a tiny model loads in well under the delay
+    load_backbone(tiny_folder)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"loading {tiny_folder} ..." and err[1].startswith(f"loading {tiny_folder}: done in "), err
+
+
+def test_rows_turn_engine_forwards_into_examples():
+    seen = []
+    r = progress.Rows(10, seen.append)
+    for _ in range(4):
+        r.rows(5, 20)                   # four forwards of 5 of the call's 20 rows
+    assert seen == [2, 3, 2, 2]         # 2.5, 5, 7.5, 10 examples -> 2, 5, 7, 9: the last waits for the chunk
+    r.rows(10, 10)                      # a second call for the same chunk: still below 10
+    assert sum(seen) == 9
+    r.finish()
+    assert sum(seen) == 10 and seen[-1] == 1

@@ -19,6 +19,11 @@ checkpoints kept, over all invocations. ``seconds`` counts the same way: this in
 time (``wall_seconds``) plus ``seconds_before``, the training seconds this invocation did not
 redo (steps kept from an interrupted invocation: the tuner's ``resumed_seconds``, and stages
 already run). So ``seconds >= train_seconds`` always, resumed or not.
+
+Progress (stderr): before each run ``[3/5] lora seed=0 (2 done in 95 s, ~150 s left)``, the
+estimate being the mean seconds of this invocation's finished runs of the same kind (prompting or
+tuning; of all runs, and ``or more``, before one of that kind has finished) over the runs left; each run's own bars
+(``test eval``, ``tune``, ``dev eval``) beneath it; and ``compare: 5 run(s) in 6 min`` at the end.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from adaptlab.errors import ConfigError, ResultsNotWritten, UserError
 DEFAULT_RUNS = "zero-shot,instruction,few-shot:k=4,head,lora"
 RESULTS = "results.jsonl"
 SETTINGS = "compare_config.json"
+_clock = time.perf_counter      # the clock of the progress lines' estimate (a test's fake one)
 
 
 @dataclass
@@ -162,6 +168,7 @@ def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig
               loaded: dict, progress: bool = True) -> dict:
     from adaptlab.engine import make_lm
     from adaptlab.evaluate import evaluate
+    from adaptlab.progress import bar
     from adaptlab.prompting import make_strategy
     from adaptlab.train import tune
     from adaptlab.tuning.io import load_adapter
@@ -183,7 +190,12 @@ def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig
                  backbone=body, progress=progress, init=prep["init"], vocab=prep["vocab"])
     body, tuned = load_adapter(rundir, backbone=body)      # the base in memory: no reload from disk
     lm = make_lm(body, model=tuned, truncate=task.truncate)
-    res = evaluate(lm, task, make_strategy("zero-shot"), test, model_name=backbone.name, split="test")
+    b = bar(len(test), f"test eval {spec.label} seed={seed}", enabled=progress, leave=False)
+    try:
+        res = evaluate(lm, task, make_strategy("zero-shot"), test, model_name=backbone.name, split="test",
+                       progress=b.update if progress else None)
+    finally:
+        b.close()
     rec = {"metrics": res.metrics, "cost": res.cost, "trainable_params": stats["trainable_params"],
            "adapter_bytes": stats["adapter_bytes"], "train_seconds": round(stats["train_seconds"] + prep["seconds"], 2),
            "config": {"method_config": stats["method_config"], "train_config": stats["train_config"]},
@@ -197,6 +209,23 @@ def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig
         rec["stages"] = prep["stages"]
         rec["config"]["stage_config"] = prep["config"]
     return rec
+
+
+def _secs(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def _so_far(rest: list, took: dict[str, list[float]], elapsed: float) -> str:
+    """`` (2 done in 95 s, ~150 s left)`` before a run: the seconds left are, for every run still to
+    do (this one included), the mean of the finished runs of its kind (prompt / tune), or of all
+    (then ``or more``: a kind not timed yet, tuning after prompting, is likely slower)."""
+    done = sum(len(v) for v in took.values())
+    if not done:
+        return ""
+    mean_all = sum(sum(v) for v in took.values()) / done
+    left = sum(sum(took[s.kind]) / len(took[s.kind]) if s.kind in took else mean_all for s, _ in rest)
+    guess = any(s.kind not in took for s, _ in rest)     # a tuning run timed by prompting runs: more, likely
+    return f" ({done} done in {_secs(elapsed)}, ~{_secs(left)} left{' or more' if guess else ''})"
 
 
 def compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dict]:
@@ -230,7 +259,10 @@ def _compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dic
                               f"vs {settings[diff[0]]!r}); use another --out")
     elif holds_files(outp):
         raise ConfigError(f"{outp}: folder is not empty and holds no comparison; choose another --out")
-    test = load_split(task, "test", cfg.data, cfg.limit)       # bad data fails before any model loads
+    from adaptlab.progress import status
+
+    with status(f"reading {task.name} test data"):
+        test = load_split(task, "test", cfg.data, cfg.limit)   # bad data fails before any model loads
     pool_cache: dict = {}
     loaded: dict = {}                                            # pretrained bodies of tapt/dapt stages
 
@@ -247,9 +279,13 @@ def _compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dic
     todo = [(s, seed) for s in specs for seed in range(cfg.seeds) if (s.label, seed) not in done]
     if done:
         print(f"resuming: {len(done)} finished run(s) kept, {len(todo)} to do", file=sys.stderr)
+    t_all = _clock()
+    took: dict[str, list[float]] = {}            # kind -> seconds of each run finished in this invocation
     for i, (spec, seed) in enumerate(todo, 1):
-        print(f"[{i}/{len(todo)}] {spec.label} seed={seed}", file=sys.stderr)
+        print(f"[{i}/{len(todo)}] {spec.label} seed={seed}{_so_far(todo[i - 1:], took, _clock() - t_all)}",
+              file=sys.stderr)
         t0 = time.perf_counter()
+        t_run = _clock()
         rec = {"run": spec.label, "name": spec.name, "kind": spec.kind, "seed": seed, "task": task.name,
                "model": backbone.name, "metric": task.metric}
         try:
@@ -273,6 +309,11 @@ def _compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dic
             print(f"  could not write {outp / RESULTS} ({e.strerror or e}); kept in memory", file=sys.stderr)
         if rec["status"] != "ok":
             print(f"  failed: {rec['error']}", file=sys.stderr)
+        took.setdefault(spec.kind, []).append(_clock() - t_run)
+    if todo:
+        failed = sum(1 for r in recs if r.get("status") != "ok")
+        print(f"compare: {len(todo)} run(s) in {_secs(_clock() - t_all)}" + (f", {failed} failed" if failed else ""),
+              file=sys.stderr)
     order = {s.label: k for k, s in enumerate(specs)}
     recs.sort(key=lambda r: (order.get(r["run"], 1e9), r["seed"]))
     for path, write in ((outp / RESULTS, lambda: _write_results(outp, recs)),

@@ -11,7 +11,7 @@ from typing import Any
 from adaptlab.metrics import compute_metrics, is_correct, macro_f1  # noqa: F401 (re-exported)
 from adaptlab.tasks import Task
 
-CHUNK = 64  # examples per strategy call: the progress bar's step
+CHUNK = 64  # examples per strategy call (the engine's progress moves the bar within one)
 
 
 @dataclass
@@ -45,11 +45,23 @@ def evaluate(lm, task: Task, strategy, examples: list[dict], *, model_name: str 
     if hasattr(strategy, "prepare"):
         strategy.prepare(lm, task, pool or [])
     preds = []
+    engine_progress = getattr(lm, "progress", None)
     for s in range(0, len(examples), CHUNK):
         chunk = examples[s: s + CHUNK]
-        preds.extend(strategy.predict(lm, task, chunk))
-        if progress:
-            progress(len(chunk))
+        if not progress:
+            preds.extend(strategy.predict(lm, task, chunk))
+            continue
+        from adaptlab.progress import Rows
+
+        rows = Rows(len(chunk), progress)
+        if hasattr(lm, "progress"):
+            lm.progress = rows.rows         # per forward: the examples the chunk's rows stand for
+        try:
+            preds.extend(strategy.predict(lm, task, chunk))
+        finally:
+            if hasattr(lm, "progress"):
+                lm.progress = engine_progress
+        rows.finish()
     golds = [task.gold(ex) for ex in examples]
     values = [p.prediction for p in preds]
     metrics = compute_metrics(task, values, golds)

@@ -13,6 +13,7 @@ as the bare body (``AutoModel``): heads are added by tuning methods, never patch
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -166,6 +167,37 @@ def _dequantize_gguf(gguf: Path) -> Path:
     if _complete(target):
         return target
     check_cache_place()                   # before minutes of dequantizing, not after them
+    from transformers import AutoModelForCausalLM  # noqa: F401 (imported before the status line's clock runs)
+
+    from adaptlab.progress import status
+
+    with status(f"converting {gguf.name} to safetensors (once, cached in {cache_dir()})"), _quiet_gguf_bar():
+        return _dequantize_into(gguf, target)
+
+
+@contextlib.contextmanager
+def _quiet_gguf_bar():
+    """transformers' per-tensor GGUF bar is a plain tqdm (deaf to its progress switch): carriage
+    returns in a log. Keep it to terminals, where adaptlab's own bars are shown too."""
+    from adaptlab.progress import bars_shown
+
+    mod = None
+    if not bars_shown():
+        try:
+            import transformers.modeling_gguf_pytorch_utils as mod
+
+            real = mod.tqdm
+            mod.tqdm = functools.partial(real, disable=True)
+        except (ImportError, AttributeError):
+            mod = None
+    try:
+        yield
+    finally:
+        if mod is not None:
+            mod.tqdm = real
+
+
+def _dequantize_into(gguf: Path, target: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -230,9 +262,12 @@ def _load_folder_or_id(ref: str, name: str, kind: str | None = None) -> Backbone
         ) from None
     kind = kind or _kind_of(config)
     cls = AutoModelForCausalLM if kind == "decoder" else AutoModel
+    from adaptlab.progress import status
+
     try:
-        model = cls.from_pretrained(ref, config=config, dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(ref)
+        with status(f"loading {name}"):         # after the config: a bad name fails before the line is due
+            model = cls.from_pretrained(ref, config=config, dtype=torch.float32)
+            tok = AutoTokenizer.from_pretrained(ref)
     except Exception as e:
         raise ModelError(f"cannot load model {name!r} from {ref}: {type(e).__name__}: {str(e)[:200]}") from None
     model.eval()
@@ -293,7 +328,8 @@ def kind_of_ref(name_or_path: str | None) -> str:
 
 
 def load_backbone(name_or_path: str | None = None, kind: str | None = None) -> Backbone:
-    """Load a model by default name, ``.gguf`` file, local folder or Hugging Face id."""
+    """Load a model by default name, ``.gguf`` file, local folder or Hugging Face id. Converting a
+    GGUF file and reading the weights say so on stderr when they take a while (``progress.status``)."""
     _quiet_transformers()
     check_model_ref(name_or_path)                    # the cheap refusals, shared with commands' early checks
     name = resolve_name(name_or_path)

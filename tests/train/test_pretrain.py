@@ -187,3 +187,17 @@ def test_head_only_warm_up_leaves_the_body_and_saves_the_head(tiny_encoder_folde
     assert _cli(["pretrain", "--task", "reviews", "--method", "head", "--model", tiny_folder,
                  "--out", str(tmp_path / "dec")]) == 2
     assert "MLM head" in capsys.readouterr().err and not (tmp_path / "dec").exists()
+
+
+def test_pretraining_names_its_dev_loss_in_the_progress(tiny_encoder_folder, tmp_path, capsys, monkeypatch):
+    import adaptlab.progress
+    from adaptlab.train.pretrain import pretrain
+
+    monkeypatch.setenv("ADAPTLAB_PROGRESS", "lines")
+    monkeypatch.setattr(adaptlab.progress, "QUIET_SECONDS", 0.0)     # a tiny run is over before the quiet 5 s
+    f = tmp_path / "domain.txt"
+    f.write_text("\n".join(["the battery is excellent", "an awful boring film", "a great movie"] * 30))
+    capsys.readouterr()
+    pretrain(text=str(f), method="full", model=tiny_encoder_folder, out=str(tmp_path / "p"), sets={"max_steps": "2"})
+    err = capsys.readouterr().err
+    assert "dev loss pretrain full: " in err and "pretrain mlm full: 2/2" in err, err

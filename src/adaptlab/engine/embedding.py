@@ -38,7 +38,8 @@ class EmbeddingLM:
         self.device = next(self.model.parameters()).device
 
     @torch.no_grad()
-    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+    def embed(self, texts: Sequence[str], report: bool = False) -> torch.Tensor:
+        """Normalised mean-pooled embeddings; ``report``: tell ``progress`` after each batch."""
         outs = []
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
         for s in range(0, len(texts), self.batch_size):
@@ -56,6 +57,8 @@ class EmbeddingLM:
             outs.append(F.normalize(e, dim=-1))
             self.cost.forwards += 1
             self.cost.prompt_tokens += int(mask.sum())
+            if report and self.progress:
+                self.progress(len(rows), len(texts))
         return torch.cat(outs)
 
     def chat(self, text: str) -> str:
@@ -64,7 +67,7 @@ class EmbeddingLM:
     def score(self, contexts, options):
         t0 = time.perf_counter()
         self.cost.calls += len(contexts)
-        ctx = self.embed(contexts)
+        ctx = self.embed(contexts, report=True)
         uniq = sorted({o.strip() for opts in options for o in opts})
         opt = dict(zip(uniq, self.embed(uniq)))
         results = []
@@ -72,8 +75,6 @@ class EmbeddingLM:
             sims = torch.stack([ctx[i] @ opt[o.strip()] for o in opts]) / self.tau
             lp = F.log_softmax(sims, -1).tolist()
             results.append([OptionScore(logprob=v, token_logprobs=[v]) for v in lp])
-            if self.progress:
-                self.progress(1)
         self.cost.seconds += time.perf_counter() - t0
         return results
 

@@ -67,7 +67,7 @@ class HeadLM:
             self.cost.forwards += 1
             self.cost.prompt_tokens += int(mask.sum())
             if self.progress:
-                self.progress(len(rows))
+                self.progress(len(rows), len(contexts))
         return torch.cat(out) if out else torch.zeros((0, len(self.task.labels)))
 
     def score(self, contexts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[OptionScore]]:

@@ -66,7 +66,8 @@ class LocalLM:
         self.max_length = max_length or min(cfg_max, 2048)
         self.truncate = truncate
         self.cost = Cost()
-        self.progress = progress            # optional callable(n_done) for progress bars
+        self.progress = progress            # optional callable(n, total): n more of a call's total rows, per forward
+        self._rows = 0                      # the current score call's rows (progress's total)
         self._prefix: tuple[tuple[int, ...], list] | None = None   # (ids, [(k, v) per layer])
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
@@ -164,7 +165,7 @@ class LocalLM:
                 s += 1
             self._score_chunk(rows, chunk, base, Pb, results)
             if self.progress:
-                self.progress(n_rows)
+                self.progress(n_rows, self._rows)
         done = {k for _, ks in plans for k in ks}
         return [r for k, r in enumerate(rows) if k not in done]
 
@@ -290,6 +291,7 @@ class LocalLM:
                     rows.append((seq, [(i, j, c)]))
             self.cost.truncated = before + (self.cost.truncated > before)  # count inputs, not option rows
         results: list[list[OptionScore | None]] = [[None] * len(o) for o in options]
+        self._rows = len(rows)
         if self.group_options and self.share_prefix:
             rows = self._score_grouped(rows, results)
         # every row keeps after the prefix the positions that predict its options
@@ -317,7 +319,7 @@ class LocalLM:
                     toks = lp.tolist()
                     results[i][j] = OptionScore(logprob=float(sum(toks)), token_logprobs=toks)
             if self.progress:
-                self.progress(len(idx))
+                self.progress(len(idx), self._rows)
         self.cost.seconds += time.perf_counter() - t0
         return results  # type: ignore[return-value]
 
@@ -367,7 +369,7 @@ class LocalLM:
                 lp = logp[torch.arange(at, at + len(c)), torch.tensor(c)].tolist()
                 results[i][j] = OptionScore(logprob=float(sum(lp)), token_logprobs=lp)
             if self.progress:
-                self.progress(len(pack))
+                self.progress(len(pack), self._rows)
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
@@ -400,7 +402,7 @@ class LocalLM:
                 out[k] = texts[b * n:(b + 1) * n]
                 reasons[k] = why[b * n:(b + 1) * n]
             if self.progress:
-                self.progress(len(idx))
+                self.progress(len(idx), len(prompts))
         self.cost.seconds += time.perf_counter() - t0
         self.finish_reasons = reasons     # per completion: the stop string that ended it, "eos" or "length"
         return out

@@ -100,7 +100,7 @@ class OpenAILM:
         scores = iter(self._map(self._score_one, pairs))
         out = [[next(scores) for _ in opts] for opts in options]
         if self.progress:
-            self.progress(len(contexts))
+            self.progress(len(contexts), len(contexts))
         self.cost.seconds += time.perf_counter() - t0
         return out
 
@@ -139,7 +139,7 @@ class OpenAILM:
 
         res = self._map(one, list(prompts))
         if self.progress:
-            self.progress(len(prompts))
+            self.progress(len(prompts), len(prompts))
         self.finish_reasons = [r for _, r in res]
         self.cost.seconds += time.perf_counter() - t0
         return [t for t, _ in res]

@@ -148,10 +148,13 @@ def write_model_folder(out: Path, tuned, tokenizer, head=None, head_attr: str | 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _dev_loss(tuned, objective, feats: list[dict], batch_size: int):
+def _dev_loss(tuned, objective, feats: list[dict], batch_size: int, progress: bool = False, desc: str = "dev loss"):
+    from adaptlab.progress import bar
+
     def score() -> float:
         dev = next(tuned.parameters()).device
         total, n = 0.0, 0
+        b = bar(len(feats), desc, enabled=progress and process_state().is_main_process, leave=False)
         with torch.no_grad(), torch.random.fork_rng():
             torch.manual_seed(DEV_SEED)
             for s in range(0, len(feats), batch_size):
@@ -159,6 +162,8 @@ def _dev_loss(tuned, objective, feats: list[dict], batch_size: int):
                 batch = {k: v.to(dev) for k, v in objective.collate(part).items()}
                 loss, _ = objective.loss(tuned, batch)
                 total, n = total + float(loss) * len(part), n + len(part)
+                b.update(len(part))
+        b.close()
         return round(total / max(1, n), 5)
     return score
 
@@ -251,7 +256,8 @@ def _pretrain(text: str | None = None, task: str | None = None, method: str = "f
                                         "base": backbone.identity, "stats": stats})
 
     dev_feats = objective.featurize(dev_texts) if dev_texts else []
-    hooks = Hooks(evaluate=_dev_loss(tuned, objective, dev_feats, max(16, tcfg.batch_size)) if dev_feats else None,
+    dev_loss = _dev_loss(tuned, objective, dev_feats, max(16, tcfg.batch_size), progress, f"dev loss pretrain {method}")
+    hooks = Hooks(evaluate=dev_loss if dev_feats else None,
                   save=save, update=save, metric="dev_loss", keep_best=False, save_on_epoch=False)
     stats = train(tuned, train_texts, objective, adam_for(tcfg, lr), tcfg, hooks, out=outp, resume=resume,
                   progress=progress, desc=f"pretrain {objective_name} {method}")

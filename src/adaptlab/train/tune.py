@@ -17,6 +17,7 @@ candidate vocabulary from the run's own train texts) and ``pick_source(...)`` (S
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sys
@@ -91,15 +92,23 @@ def kshot(examples: list, task, k: int, seed: int) -> list:
     return [examples[i] for i in keep]
 
 
-def dev_hook(backbone, tuned, task, examples: list[dict], batch_size: int) -> Callable[[], float]:
-    """The task metric on ``examples`` through the same path as ``adaptlab eval``."""
+def dev_hook(backbone, tuned, task, examples: list[dict], batch_size: int,
+             progress: bool = False) -> Callable[[], float]:
+    """The task metric on ``examples`` through the same path as ``adaptlab eval``; with ``progress``
+    its own bar (``dev eval METHOD``) on the main process."""
     from adaptlab.engine import make_lm
     from adaptlab.evaluate import evaluate
+    from adaptlab.progress import bar
     from adaptlab.prompting import make_strategy
 
     def score() -> float:
         lm = make_lm(backbone, model=tuned, batch_size=batch_size, truncate=task.truncate)
-        return evaluate(lm, task, make_strategy("zero-shot"), examples).score
+        shown = progress and process_state().is_main_process
+        b = bar(len(examples), f"dev eval {tuned.method}", enabled=shown, leave=False)
+        try:
+            return evaluate(lm, task, make_strategy("zero-shot"), examples, progress=b.update if shown else None).score
+        finally:
+            b.close()
 
     return score
 
@@ -150,7 +159,7 @@ def train_on_task(backbone, tuned, task, train_examples: list[dict], cfg: TrainC
                  else for_task(tuned, backbone.tokenizer, task, cfg.max_seq_len))
     stepper = mod.stepper(tuned.method_config, cfg, lr) if hasattr(mod, "stepper") else adam_for(cfg, lr)
     hooks = Hooks(
-        evaluate=dev_hook(backbone, tuned, task, dev_examples, max(16, cfg.batch_size))
+        evaluate=dev_hook(backbone, tuned, task, dev_examples, max(16, cfg.batch_size), progress)
         if dev_examples and cfg.eval else None,
         save=lambda stats: save_adapter(out, tuned, stats=stats, meta=meta),
         update=lambda stats: update_stats(out, stats),
@@ -169,11 +178,19 @@ def _train_feedback(backbone, tuned, task, train_examples, cfg, out, dev_example
         raise ConfigError(f"method {tuned.method} is gradient-free: --set objective={pref.objective} needs gradients")
     objective = feedback_objective(backbone, tuned, task, cfg, pref)
     if pref.objective == "grpo":
-        evaluate = dev_hook(backbone, tuned, task, dev_examples, max(16, cfg.batch_size)) if dev_examples else None
+        evaluate = (dev_hook(backbone, tuned, task, dev_examples, max(16, cfg.batch_size), progress)
+                    if dev_examples else None)
         metric = task.metric
     else:
         key = "reward_accuracy" if pref.objective == "dpo" else "accuracy"
-        evaluate = (lambda: objective.evaluate(tuned, dev_examples, cfg.batch_size)[key]) if dev_examples else None
+
+        def held_out() -> float:
+            from adaptlab.progress import status
+
+            with status(f"dev eval {pref.objective} {tuned.method}") if progress else contextlib.nullcontext():
+                return objective.evaluate(tuned, dev_examples, cfg.batch_size)[key]
+
+        evaluate = held_out if dev_examples else None
         metric = key
 
     def save(stats):
