@@ -22,7 +22,7 @@ from adaptlab.serve.registry import Registry  # noqa: E402
 from adaptlab.tuning import apply_method, make_config  # noqa: E402
 from adaptlab.tuning.io import save_adapter  # noqa: E402
 from tests.conftest import make_tiny_decoder  # noqa: E402
-from tests.serve.conftest import running_server  # noqa: E402
+from tests.serve.harness import running_server  # noqa: E402
 
 UNTIL = json.dumps(["\n"])                    # a JSON string is a YAML double-quoted scalar: a real newline
 KEY = "sekrit"

@@ -20,7 +20,7 @@ from adaptlab.serve.registry import Registry  # noqa: E402
 from adaptlab.tuning import apply_method, make_config  # noqa: E402
 from adaptlab.tuning.io import save_adapter  # noqa: E402
 from tests.conftest import make_tiny_decoder  # noqa: E402
-from tests.serve.conftest import free_port, running_server  # noqa: E402
+from tests.serve.harness import free_port, running_server  # noqa: E402
 
 KEY = "sekrit"
 # every decoder adapter type (non-zero init so that each changes the output)
