@@ -53,6 +53,13 @@ def side(which: str, a) -> dict:
     torch.manual_seed(0)
     bb = load_backbone(a.model)
     data = batches(bb, a.steps + 1, a.pairs, a.max_len)
+    if which == "ours-unshared":             # the control: every row's prompt in its own forward
+        import adaptlab.train.dpo as dpo_mod
+        from adaptlab.train.preference import sequence_logps
+
+        dpo_mod.pair_logps = lambda model, b: sequence_logps(model, b["input_ids"], b["attention_mask"],
+                                                             b["completion_mask"])
+        which = "ours"
     if which == "ours":
         from adaptlab.tasks import load_task
         from adaptlab.train.dpo import DPO
@@ -100,7 +107,9 @@ def side(which: str, a) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--side", choices=["ours", "trl"], default=None)
+    p.add_argument("--side", choices=["ours", "ours-unshared", "trl"], default=None)
+    p.add_argument("--control", action="store_true",
+                   help="also time ours with each row's prompt in its own forward (before preference.pair_logps)")
     p.add_argument("--model", default=None, help="default: smollm2-135m-instruct")
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--pairs", type=int, default=2)
@@ -110,9 +119,10 @@ def main() -> None:
     if a.side:
         print(json.dumps(side(a.side, a)))
         return
-    rows: dict[str, list[dict]] = {"ours": [], "trl": []}
+    sides = ("ours", "trl", "ours-unshared") if a.control else ("ours", "trl")
+    rows: dict[str, list[dict]] = {s: [] for s in sides}
     for _ in range(a.rounds):
-        for s in ("ours", "trl"):
+        for s in sides:
             cmd = [sys.executable, __file__, "--side", s, "--steps", str(a.steps), "--pairs", str(a.pairs),
                    "--max-len", str(a.max_len)] + (["--model", a.model] if a.model else [])
             out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
@@ -123,7 +133,11 @@ def main() -> None:
     res = {"bench": "dpo_vs_trl", "model": a.model or "smollm2-135m-instruct", "steps": a.steps, "pairs": a.pairs,
            "max_len": a.max_len, "rounds": a.rounds, "threads": os.environ.get("OMP_NUM_THREADS"),
            "ours": med["ours"], "trl": med["trl"], "speed_ratio": med["ours"]["steps_per_s"] / med["trl"]["steps_per_s"],
-           "rss_ratio": med["ours"]["peak_rss_mb"] / med["trl"]["peak_rss_mb"], "date": "2026-12-02",
+           "rss_ratio": med["ours"]["peak_rss_mb"] / med["trl"]["peak_rss_mb"], "date": time.strftime("%Y-%m-%d"),
+           "per_round_steps_per_s": {s: [round(r["steps_per_s"], 4) for r in rs] for s, rs in rows.items()},
+           **({"ours_unshared": med["ours-unshared"],
+               "unshared_speed_ratio": med["ours-unshared"]["steps_per_s"] / med["trl"]["steps_per_s"]}
+              if a.control else {}),
            "setup": "both: fresh LoRA q/v r8, reference = adapter off (trl: peft model, ref_model=None)"}
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     with (ROOT / "bench" / "results" / "dpo_vs_trl.jsonl").open("a") as f:
