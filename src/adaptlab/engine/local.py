@@ -387,6 +387,7 @@ class LocalLM:
         order = sorted(range(len(prompts)), key=lambda k: -len(encoded[k]))
         for s in range(0, len(order), per):
             idx = order[s: s + per]
+            self._rows(idx, start=True)
             texts, why = self._generate_group([encoded[k] for k in idx], n, max_new_tokens,
                                               temperature, top_p, stop, gen)
             for b, k in enumerate(idx):
@@ -397,6 +398,11 @@ class LocalLM:
         self.cost.seconds += time.perf_counter() - t0
         self.finish_reasons = reasons     # per completion: the stop string that ended it, "eos" or "length"
         return out
+
+    def _rows(self, sel, start: bool = False) -> None:
+        """The batch's rows are now the earlier rows ``sel`` (``start``: the prompts ``sel`` of
+        ``generate``), in that order. Nothing here; a model with per-row state follows the rows
+        (``serve.mixed``: each row's adapter)."""
 
     def _generate_group(self, seqs, n, max_new_tokens, temperature, top_p, stop, gen) -> tuple[list[str], list[str]]:
         max_new_tokens = min(max_new_tokens, max(1, self.max_length - max(len(s) for s in seqs)))
@@ -416,6 +422,7 @@ class LocalLM:
             last = last.repeat_interleave(n, 0)
             pos = pos.repeat_interleave(n, 0)
             mask = mask.repeat_interleave(n, 0)
+            self._rows([b for b in range(len(seqs)) for _ in range(n)])
         if max_new_tokens > 1 and shared is None:
             cache.layers = [shared_prefix.RoomyLayer(layer.keys, layer.values, max_new_tokens) for layer in cache.layers]
         rows = last.shape[0]
@@ -444,6 +451,7 @@ class LocalLM:
             if len(still) < len(active):
                 cache.batch_select_indices(torch.tensor(still, device=self.device))
                 mask, pos = mask[still], pos[still]
+                self._rows(still)
                 nxt = [nxt[a] for a in still]
                 active = [active[a] for a in still]
             else:

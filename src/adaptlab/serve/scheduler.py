@@ -3,9 +3,10 @@
 Batching: the worker takes the oldest job, then every queued job that can share its forward
 passes -- same engine (adapter) and, for generation, the same sampling parameters -- up to
 ``max_batch`` prompts, and runs them as one ``LocalLM.generate`` (shared prompt prefixes are
-computed once there) or one scoring forward. Jobs for different adapters run in turn, one group per
-adapter: rows of one forward pass use one adapter (per-row mixing of adapters inside a forward is
-not implemented). A full queue refuses at once (``QueueFull`` -> 429 + Retry-After); a cancelled
+computed once there) or one scoring forward. Generation jobs for the weight-side adapter types
+(LoRA, IA3, bottleneck adapters) and the base share one decode loop: rows of one forward use
+different adapters (``serve.mixed``). Other jobs (prompt-type adapters, scoring) run in turn, one
+group per adapter. A full queue refuses at once (``QueueFull`` -> 429 + Retry-After); a cancelled
 job (client gone) is skipped when its turn comes.
 
 Prompt log-probs (``echo`` + ``logprobs``) come from one left-padded forward over the prompt:
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from adaptlab.serve.mixed import Mixer
 
 
 class QueueFull(Exception):
@@ -42,6 +45,7 @@ class Scheduler:
         self.max_batch = max_batch
         self._held: list[Job] = []    # taken from the queue, not yet run (other adapter / params)
         self._stop = threading.Event()
+        self.mixer = Mixer()          # generate jobs of mixable adapters share a forward (serve.mixed)
         self.busy = 0
         self.thread = threading.Thread(target=self._loop, name="adaptlab-serve", daemon=True)
         self.thread.start()
@@ -78,7 +82,7 @@ class Scheduler:
         first = self._held[0]
         group, rest, n = [], [], 0
         for j in self._held:
-            if (j.lm is first.lm and j.kind == first.kind and j.params == first.params
+            if ((j.lm is first.lm or self._mix(first, j)) and j.kind == first.kind and j.params == first.params
                     and (not group or n + len(j.rows) <= self.max_batch)):
                 group.append(j)
                 n += len(j.rows)
@@ -86,6 +90,10 @@ class Scheduler:
                 rest.append(j)
         self._held = rest
         return group
+
+    def _mix(self, a: Job, b: Job) -> bool:
+        return (a.kind == b.kind == "generate" and a.params == b.params
+                and self.mixer.mixable(a.lm) and self.mixer.mixable(b.lm))
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -97,7 +105,7 @@ class Scheduler:
                 j.future.set_running_or_notify_cancel()
             try:
                 rows = [r for j in group for r in j.rows]
-                out = self._run(group[0], rows)
+                out = self._run(group, rows)
                 k = 0
                 for j in group:
                     j.future.set_result(out[k:k + len(j.rows)])
@@ -109,12 +117,18 @@ class Scheduler:
             finally:
                 self.busy = 0
 
-    def _run(self, job: Job, rows: list) -> list:
+    def _run(self, group: list[Job], rows: list) -> list:
+        job = group[0]
         lm = job.lm
         if job.kind == "generate":
             n, max_tokens, temperature, top_p, stop, seed = job.params
-            texts = lm.generate(rows, n=n, max_new_tokens=max_tokens, temperature=temperature,
-                                stop=list(stop), top_p=top_p, seed=seed)
+            gen = lm.generate
+            if any(j.lm is not lm for j in group):             # mixed adapters: one decode loop
+                lm, slots = self.mixer.engine([j.lm for j in group])
+                per_row = [s for j, s in zip(group, slots) for _ in j.rows]
+                gen = lambda rows, **kw: lm.generate_mixed(rows, per_row, **kw)   # noqa: E731
+            texts = gen(rows, n=n, max_new_tokens=max_tokens, temperature=temperature,
+                        stop=list(stop), top_p=top_p, seed=seed)
             return [list(zip(t, r)) for t, r in zip(texts, lm.finish_reasons)]
         return prompt_logprobs(lm, rows, job.params[0])
 
