@@ -29,6 +29,7 @@ import weakref
 import torch
 from torch import nn
 
+from adaptlab.engine import decoding
 from adaptlab.engine.local import LocalLM
 
 MIXABLE = ("lora", "ia3", "adapter")
@@ -40,11 +41,13 @@ class Rows:
     def __init__(self):
         self.idx: torch.Tensor | None = None         # [B] long
         self.present: frozenset = frozenset()
+        self.version = 0                              # bumped by set(): the modules' gathers are per version
         self._of: dict[int, torch.Tensor] = {}
 
     def set(self, idx: torch.Tensor) -> None:
         self.idx = idx
         self.present = frozenset(idx.tolist())
+        self.version += 1
         self._of = {}
 
     def of(self, slot: int) -> torch.Tensor:
@@ -66,6 +69,7 @@ class MixedLinear(nn.Module):
         self.ia3_in_slots: frozenset = frozenset()
         self.ia3_out_slots: frozenset = frozenset()
         self.bottleneck: dict[int, nn.Module] = {}    # slot -> the adapter's AdapterLinear (its modules)
+        self._g: tuple = (-1,)                        # (rows.version, per-row tensors gathered for it)
 
     @property
     def weight(self):
@@ -106,24 +110,37 @@ class MixedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = self.rows
-        idx, present = r.idx, r.present
+        idx = r.idx
         if idx is None or idx.shape[0] != x.shape[0]:
             raise RuntimeError(f"mixed model: {x.shape[0]} rows in the batch, "
                                f"{None if idx is None else idx.shape[0]} row slots set")
+        if self._g[0] != r.version:                   # gather once per row layout, not per step
+            self._g = (r.version, *self._gather(idx, r.present))
+        _, l_in, l_out, A, B, sc, bottleneck = self._g
         x3 = x if x.dim() == 3 else x[:, None]                                   # [B, L, k]
-        xin = x3 * self.ia3_in[idx][:, None, :] if self.ia3_in_slots & present else x3
-        y = self.base_layer(xin)                                                 # [B, L, d]
-        if self.ia3_out_slots & present:
-            y = y * self.ia3_out[idx][:, None, :]
-        if self.lora_slots & present:
-            h = torch.bmm(x3, self.lora_A[idx].transpose(1, 2))                  # [B, L, R]
-            y = y + torch.bmm(h, self.lora_B[idx].transpose(1, 2)) * self.lora_s[idx][:, None, None]
-        for s in self.bottleneck.keys() & present:
+        y = self.base_layer(x3 * l_in if l_in is not None else x3)               # [B, L, d]
+        if l_out is not None:
+            y = y * l_out
+        if A is not None:
+            y = y + torch.bmm(torch.bmm(x3, A), B) * sc                         # [B, L, R] -> [B, L, d]
+        for s in bottleneck:
             a = self.bottleneck[s]
             sel = r.of(s)
             h = y.index_select(0, sel)
             y = y.index_copy(0, sel, h + a.adapter_up(a.adapter_act(a.adapter_down(h))))
         return y if x.dim() == 3 else y[:, 0]
+
+
+    def _gather(self, idx: torch.Tensor, present: frozenset) -> tuple:
+        """Per-row tensors for the rows' slots (None where no row's slot has that part here)."""
+        l_in = self.ia3_in[idx][:, None, :] if self.ia3_in_slots & present else None        # [B, 1, k]
+        l_out = self.ia3_out[idx][:, None, :] if self.ia3_out_slots & present else None     # [B, 1, d]
+        A = B = sc = None
+        if self.lora_slots & present:
+            A = self.lora_A[idx].transpose(1, 2).contiguous()                               # [B, k, R]
+            B = self.lora_B[idx].transpose(1, 2).contiguous()                               # [B, R, d]
+            sc = self.lora_s[idx][:, None, None]                                            # [B, 1, 1]
+        return l_in, l_out, A, B, sc, sorted(self.bottleneck.keys() & present)
 
 
 def adapter_layers(tuned) -> dict[str, nn.Module]:
@@ -157,6 +174,9 @@ class MixedLM(LocalLM):
 
     def __init__(self, backbone, model, rows: Rows, **kw):
         super().__init__(backbone, model=model, share_prefix=False, **kw)
+        # a bare HF model (mixed modules inside): the engine's plain fast paths hold for it
+        self.plain = True
+        self._head = decoding.linear_head(self.model)
         self.rows = rows
         self.slots = torch.zeros(0, dtype=torch.long)     # per prompt of the next generate()
 
