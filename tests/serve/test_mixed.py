@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from adaptlab.engine import make_lm
+from adaptlab.serve import mixed
 from adaptlab.serve.mixed import MixedLinear, Mixer
 from adaptlab.tuning import apply_method, make_config
 from tests.conftest import make_tiny_decoder
@@ -19,7 +20,7 @@ from tests.conftest import make_tiny_decoder
 # three LoRA ranks (one rsLoRA, one on more modules), IA3, a bottleneck adapter; and the base
 SPECS = [("lora", {"r": 2}), ("lora", {"r": 4, "rslora": True}),
          ("lora", {"r": 8, "target_modules": ["q_proj", "v_proj", "o_proj", "down_proj"]}),
-         ("ia3", {}), ("adapter", {"m": 8})]
+         ("ia3", {}), ("adapter", {"m": 8}), ("adapter", {"m": 4, "non_linearity": "gelu", "placement": "ffn"})]
 PROMPTS = ["the cat sat on", "Review: a great movie", "0 1 2 3", "The battery is",
            "Question: Tom has", "a dog ran to the", "Let's think step", "Sentiment: positive"]
 
@@ -45,13 +46,19 @@ def _row_engines(lms, n):
     return [lms[i % len(lms)] for i in range(n)]
 
 
-def test_mixed_forward_logits_equal_each_adapters_own(setup):
+@pytest.mark.parametrize("dense", [True, False])
+def test_mixed_forward_logits_equal_each_adapters_own(setup, dense, monkeypatch):
+    """dense: stacked GEMMs with per-row masks; else gather + bmm (LoRA) and per-slot rows (bottleneck)."""
     bb, tuned, lms = setup
+    if not dense:
+        monkeypatch.setattr(mixed, "DENSE", 0)
     mixer = Mixer()
     assert all(mixer.mixable(lm) for lm in lms)
     row_lms = _row_engines(lms, len(PROMPTS))
     mlm, slots = mixer.engine(row_lms)
-    assert any(isinstance(m, MixedLinear) for m in mlm.model.modules())
+    mods = [m for m in mlm.model.modules() if isinstance(m, MixedLinear)]
+    assert mods and all(m.lora_dense == dense for m in mods if m.lora_slots)
+    assert any(len(m.bottleneck) == 2 and m.bn_dense == dense for m in mods)
     ids, mask = mlm._left_pad([mlm.encode(p) for p in PROMPTS])
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     mlm.rows.set(torch.tensor(slots))

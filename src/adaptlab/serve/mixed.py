@@ -27,6 +27,7 @@ from __future__ import annotations
 import weakref
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from adaptlab.engine import decoding
@@ -57,8 +58,18 @@ class Rows:
         return self._of[slot]
 
 
+DENSE = 512      # up to this many adapter columns (sum of ranks / bottleneck sizes) in a module: dense path
+
+
 class MixedLinear(nn.Module):
-    """A base linear layer with every slot's LoRA / IA3 / bottleneck tensors, applied per row."""
+    """A base linear layer with every slot's LoRA / IA3 / bottleneck tensors, applied per row.
+
+    LoRA, up to ``DENSE`` ranks in all: the slots' A stacked as one [sum r, k] matrix and B as one
+    [d, sum r], so the delta is two plain GEMMs with the rows' own columns kept by a per-row
+    mask (scale inside): ``((x A_cat^T) * mask[idx]) B_cat^T``, exact zeros for other slots'
+    columns. More ranks than that: gather + bmm over the slots padded to the largest rank.
+    Bottleneck adapters likewise (down projections stacked, activation per slot's columns, up
+    projections stacked; per-row up bias), or each slot on its own rows above ``DENSE``."""
 
     def __init__(self, base_layer: nn.Module, rows: Rows, n_slots: int):
         super().__init__()
@@ -69,11 +80,15 @@ class MixedLinear(nn.Module):
         self.ia3_in_slots: frozenset = frozenset()
         self.ia3_out_slots: frozenset = frozenset()
         self.bottleneck: dict[int, nn.Module] = {}    # slot -> the adapter's AdapterLinear (its modules)
+        self.lora_dense = self.bn_dense = False
         self._g: tuple = (-1,)                        # (rows.version, per-row tensors gathered for it)
 
     @property
     def weight(self):
         return self.base_layer.weight
+
+    def _buf(self, name: str, t: torch.Tensor) -> None:
+        self.register_buffer(name, t, persistent=False)
 
     def fill(self, layers: dict[int, nn.Module]) -> None:
         """Stack the slots' wrapped layers (slot -> LoRALinear | IA3Linear | AdapterLinear)."""
@@ -83,30 +98,79 @@ class MixedLinear(nn.Module):
 
         w = self.base_layer.weight
         d, k, S = w.shape[0], w.shape[1], self.n_slots
-        lora = {s: m for s, m in layers.items() if isinstance(m, LoRALinear)}
+        f = dict(dtype=w.dtype, device=w.device)
+        lora = {s: m for s, m in sorted(layers.items()) if isinstance(m, LoRALinear)}
         if lora:
-            R = max(m.r for m in lora.values())
-            A = torch.zeros(S, R, k, dtype=w.dtype, device=w.device)
-            B = torch.zeros(S, d, R, dtype=w.dtype, device=w.device)
-            sc = torch.zeros(S, dtype=w.dtype, device=w.device)
-            for s, m in lora.items():
-                A[s, :m.r] = m.lora_A.weight.detach()
-                B[s, :, :m.r] = m.lora_B.weight.detach()
-                sc[s] = m.scaling
-            self.register_buffer("lora_A", A, persistent=False)
-            self.register_buffer("lora_B", B, persistent=False)
-            self.register_buffer("lora_s", sc, persistent=False)
             self.lora_slots = frozenset(lora)
+            self.lora_dense = sum(m.r for m in lora.values()) <= DENSE
+            if self.lora_dense:
+                self._buf("lora_A", torch.cat([m.lora_A.weight.detach() for m in lora.values()]))      # [Rt, k]
+                self._buf("lora_B", torch.cat([m.lora_B.weight.detach() for m in lora.values()], 1))   # [d, Rt]
+                col = torch.tensor([s for s, m in lora.items() for _ in range(m.r)], device=w.device)
+                self._buf("lora_col", col)
+                self._buf("lora_colscale", torch.tensor([m.scaling for m in lora.values() for _ in range(m.r)], **f))
+            else:
+                R = max(m.r for m in lora.values())
+                A, B = torch.zeros(S, k, R, **f), torch.zeros(S, R, d, **f)
+                sc = torch.zeros(S, **f)
+                for s, m in lora.items():
+                    A[s, :, :m.r] = m.lora_A.weight.detach().T
+                    B[s, :m.r] = m.lora_B.weight.detach().T
+                    sc[s] = m.scaling
+                self._buf("lora_A", A)                                                          # [S, k, R]
+                self._buf("lora_B", B)                                                          # [S, R, d]
+                self._buf("lora_s", sc)
         ia3 = {s: m for s, m in layers.items() if isinstance(m, IA3Linear)}
         for ff, size, name in ((True, k, "ia3_in"), (False, d, "ia3_out")):
             part = {s: m for s, m in ia3.items() if m.is_feedforward == ff}
             if part:
-                v = torch.ones(S, size, dtype=w.dtype, device=w.device)
+                v = torch.ones(S, size, **f)
                 for s, m in part.items():
                     v[s] = m.ia3_l.detach().flatten()
-                self.register_buffer(name, v, persistent=False)
+                self._buf(name, v)
                 setattr(self, name + "_slots", frozenset(part))
-        self.bottleneck = {s: m for s, m in layers.items() if isinstance(m, AdapterLinear)}
+        bn = {s: m for s, m in sorted(layers.items()) if isinstance(m, AdapterLinear)}
+        self.bottleneck = bn
+        self.bn_dense = bool(bn) and sum(m.adapter_down.out_features for m in bn.values()) <= DENSE
+        if self.bn_dense:
+            self._buf("bn_down", torch.cat([m.adapter_down.weight.detach() for m in bn.values()]))        # [Mt, d]
+            self._buf("bn_down_b", torch.cat([m.adapter_down.bias.detach() for m in bn.values()]))        # [Mt]
+            self._buf("bn_up", torch.cat([m.adapter_up.weight.detach() for m in bn.values()], 1))         # [d, Mt]
+            ub = torch.zeros(S, d, **f)
+            for s, m in bn.items():
+                ub[s] = m.adapter_up.bias.detach()
+            self._buf("bn_up_b", ub)
+            self._buf("bn_col", torch.tensor([s for s, m in bn.items() for _ in range(m.adapter_down.out_features)],
+                                             device=w.device))
+            acts, at = [], 0                            # (start, end, activation) runs of columns
+            for m in bn.values():
+                e = at + m.adapter_down.out_features
+                if acts and type(acts[-1][2]) is type(m.adapter_act):
+                    acts[-1] = (acts[-1][0], e, acts[-1][2])
+                else:
+                    acts.append((at, e, m.adapter_act))
+                at = e
+            self.bn_acts = acts
+
+    def _gather(self, idx: torch.Tensor, present: frozenset) -> dict:
+        """Per-row tensors for the rows' slots (absent where no row's slot has that part here)."""
+        g: dict = {}
+        if self.ia3_in_slots & present:
+            g["l_in"] = self.ia3_in[idx][:, None, :]                                            # [B, 1, k]
+        if self.ia3_out_slots & present:
+            g["l_out"] = self.ia3_out[idx][:, None, :]                                          # [B, 1, d]
+        if self.lora_slots & present:
+            if self.lora_dense:
+                g["lora_mask"] = ((idx[:, None] == self.lora_col[None]) * self.lora_colscale)[:, None, :]  # [B, 1, Rt]
+            else:
+                g["lora"] = (self.lora_A[idx], self.lora_B[idx], self.lora_s[idx][:, None, None])
+        if self.bottleneck.keys() & present:
+            if self.bn_dense:
+                g["bn_mask"] = (idx[:, None] == self.bn_col[None]).to(self.bn_up.dtype)[:, None, :]     # [B, 1, Mt]
+                g["bn_up_b"] = self.bn_up_b[idx][:, None, :]                                            # [B, 1, d]
+            else:
+                g["bn_slots"] = sorted(self.bottleneck.keys() & present)
+        return g
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = self.rows
@@ -115,32 +179,30 @@ class MixedLinear(nn.Module):
             raise RuntimeError(f"mixed model: {x.shape[0]} rows in the batch, "
                                f"{None if idx is None else idx.shape[0]} row slots set")
         if self._g[0] != r.version:                   # gather once per row layout, not per step
-            self._g = (r.version, *self._gather(idx, r.present))
-        _, l_in, l_out, A, B, sc, bottleneck = self._g
+            self._g = (r.version, self._gather(idx, r.present))
+        g = self._g[1]
         x3 = x if x.dim() == 3 else x[:, None]                                   # [B, L, k]
-        y = self.base_layer(x3 * l_in if l_in is not None else x3)               # [B, L, d]
-        if l_out is not None:
-            y = y * l_out
-        if A is not None:
-            y = y + torch.bmm(torch.bmm(x3, A), B) * sc                         # [B, L, R] -> [B, L, d]
-        for s in bottleneck:
+        y = self.base_layer(x3 * g["l_in"] if "l_in" in g else x3)               # [B, L, d]
+        if "l_out" in g:
+            y = y * g["l_out"]
+        if "lora_mask" in g:
+            y = y + F.linear(F.linear(x3, self.lora_A) * g["lora_mask"], self.lora_B)     # [B, L, Rt] -> [B, L, d]
+        elif "lora" in g:
+            A, B, sc = g["lora"]
+            y = y + torch.bmm(torch.bmm(x3, A), B) * sc                                   # [B, L, R] -> [B, L, d]
+        if "bn_mask" in g:
+            z = F.linear(y, self.bn_down, self.bn_down_b)                                 # [B, L, Mt]
+            if len(self.bn_acts) == 1:
+                z = self.bn_acts[0][2](z)
+            else:
+                z = torch.cat([act(z[..., a:e]) for a, e, act in self.bn_acts], -1)
+            y = y + F.linear(z * g["bn_mask"], self.bn_up) + g["bn_up_b"]
+        for s in g.get("bn_slots", ()):
             a = self.bottleneck[s]
             sel = r.of(s)
             h = y.index_select(0, sel)
             y = y.index_copy(0, sel, h + a.adapter_up(a.adapter_act(a.adapter_down(h))))
         return y if x.dim() == 3 else y[:, 0]
-
-
-    def _gather(self, idx: torch.Tensor, present: frozenset) -> tuple:
-        """Per-row tensors for the rows' slots (None where no row's slot has that part here)."""
-        l_in = self.ia3_in[idx][:, None, :] if self.ia3_in_slots & present else None        # [B, 1, k]
-        l_out = self.ia3_out[idx][:, None, :] if self.ia3_out_slots & present else None     # [B, 1, d]
-        A = B = sc = None
-        if self.lora_slots & present:
-            A = self.lora_A[idx].transpose(1, 2).contiguous()                               # [B, k, R]
-            B = self.lora_B[idx].transpose(1, 2).contiguous()                               # [B, R, d]
-            sc = self.lora_s[idx][:, None, None]                                            # [B, 1, 1]
-        return l_in, l_out, A, B, sc, sorted(self.bottleneck.keys() & present)
 
 
 def adapter_layers(tuned) -> dict[str, nn.Module]:
