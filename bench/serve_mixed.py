@@ -12,7 +12,7 @@ and latency / tokens/s of the base at concurrency 1, 4, 16 (streams are sent who
 time to first token equals the request's latency here).
 
     OMP_NUM_THREADS=2 python bench/serve_mixed.py [--requests 64 --tokens 64 --model smollm2-135m-instruct]
-        [--adapters all|weight]
+        [--adapters all|weight] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the three phases; report each one's median")
     ap.add_argument("--adapters", choices=["all", "weight"], default="all")
     ap.add_argument("--out", default=None, help="default bench/results/serve_mixed[_weight].json")
     a = ap.parse_args()
@@ -111,12 +112,16 @@ def main() -> None:
     base_b = [{**body, "model": "base", "prompt": p} for p in prompts]
     mixed_b = [{**body, "model": names[i % len(names)], "prompt": p} for i, p in enumerate(prompts)]
     timed(url, base_b[:4], 4)                          # warm-up
-    res = {}
-    for label, bodies, conc in [("base", base_b, a.requests), ("mixed", mixed_b, a.requests),
-                                ("sequential", mixed_b, 1)]:
-        wall, toks, lat = timed(url, bodies, conc)
-        res[label] = {"wall_s": round(wall, 2), "tokens": toks, "tokens_per_s": round(toks / wall, 1)}
-        print(label, res[label], flush=True)
+    res, walls = {}, {}
+    for rnd in range(a.rounds):       # phases interleaved, rounds repeated: the median of each phase
+        for label, bodies, conc in [("base", base_b, a.requests), ("mixed", mixed_b, a.requests),
+                                    ("sequential", mixed_b, 1)]:
+            wall, toks, lat = timed(url, bodies, conc)
+            walls.setdefault(label, []).append(round(wall, 2))
+            med = sorted(walls[label])[len(walls[label]) // 2]
+            res[label] = {"wall_s": med, "tokens": toks, "tokens_per_s": round(toks / med, 1),
+                          "rounds_wall_s": walls[label]}
+            print(f"round {rnd}", label, round(wall, 2), toks, flush=True)
     conc_rows = {}
     for c in (1, 4, 16):
         wall, toks, lat = timed(url, base_b[:max(c, 4)][:16], c)
@@ -130,12 +135,14 @@ def main() -> None:
     wall, toks = peft_anchor(bb, prompts, a.tokens)
     res["peft_adapter_names"] = {"wall_s": round(wall, 2), "tokens": toks, "tokens_per_s": round(toks / wall, 1)}
     print("peft", res["peft_adapter_names"], flush=True)
-    doc = {"model": a.model, "requests": a.requests, "tokens": a.tokens, "adapters": len(adapters),
+    doc = {"model": a.model, "requests": a.requests, "tokens": a.tokens, "rounds": a.rounds, "adapters": len(adapters),
            "adapter_types": sorted({n.rsplit("-", 1)[0] for n in adapters}),
            "adapters_mixed_per_row": mixable, **res,
            "mixed_over_base": round(res["mixed"]["wall_s"] / res["base"]["wall_s"], 3),
            "sequential_over_mixed": round(res["sequential"]["wall_s"] / res["mixed"]["wall_s"], 3),
            "mixed_over_peft": round(res["mixed"]["wall_s"] / res["peft_adapter_names"]["wall_s"], 3),
+           "mixed_over_base_by_round": [round(m / b, 3) for m, b in zip(walls["mixed"], walls["base"])],
+           "sequential_over_mixed_by_round": [round(q / m, 3) for q, m in zip(walls["sequential"], walls["mixed"])],
            "by_concurrency_base": conc_rows}
     print(json.dumps(doc, indent=2))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
