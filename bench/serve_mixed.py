@@ -102,6 +102,7 @@ def main() -> None:
 
     bb = load_backbone(a.model)
     root = Path(tempfile.mkdtemp())
+    torch.manual_seed(0)              # the adapters' initial values (the 2026-12-03 runs were unseeded: each drew its own)
     adapters = make_adapters(bb, root, METHODS if a.adapters == "all" else WEIGHT)
     a.out = a.out or f"bench/results/serve_mixed{'' if a.adapters == 'all' else '_weight'}.json"
     url, server, th, reg = start_server(bb, ServeConfig(adapters=adapters, adapter_roots=[str(root)],
@@ -129,8 +130,9 @@ def main() -> None:
         conc_rows[c] = {"median_latency_s": round(lat[len(lat) // 2], 3), "tokens_per_s": round(toks / wall, 1)}
         print("concurrency", c, conc_rows[c], flush=True)
     sched = server.config.app.state.scheduler
-    mixable = sorted(n for n in names if sched.mixer.mixable(reg.get(reg.resolve(n))))
-    print("mix per row:", mixable, "| mixed-model builds:", sched.mixer.builds, flush=True)
+    mixer = getattr(sched, "mixer", None)          # None: a scheduler without per-row mixing
+    mixable = sorted(n for n in names if mixer and mixer.mixable(reg.get(reg.resolve(n))))
+    print("mix per row:", mixable, "| mixed-model builds:", mixer and mixer.builds, flush=True)
     stop_server(server, th)
     wall, toks = peft_anchor(bb, prompts, a.tokens)
     res["peft_adapter_names"] = {"wall_s": round(wall, 2), "tokens": toks, "tokens_per_s": round(toks / wall, 1)}
