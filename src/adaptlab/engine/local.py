@@ -370,6 +370,11 @@ class LocalLM:
                 self.progress(len(pack))
 
     # ------------------------------------------------------------------ generation
+    def _rows(self, sel, start: bool = False) -> None:
+        """The batch's rows are now the earlier rows ``sel`` (``start``: the prompts ``sel`` of
+        ``generate``), in that order. Nothing here; a model with per-row state follows the rows
+        (``serve.mixed``: each row's adapter)."""
+
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], n: int = 1, max_new_tokens: int = 64,
                  temperature: float = 0.0, stop: Sequence[str] | None = None,
@@ -386,8 +391,8 @@ class LocalLM:
         per = max(1, self.batch_size // max(1, n))
         order = sorted(range(len(prompts)), key=lambda k: -len(encoded[k]))
         for s in range(0, len(order), per):
+            self._rows(order[s: s + per], start=True)
             idx = order[s: s + per]
-            self._rows(idx, start=True)
             texts, why = self._generate_group([encoded[k] for k in idx], n, max_new_tokens,
                                               temperature, top_p, stop, gen)
             for b, k in enumerate(idx):
@@ -398,11 +403,6 @@ class LocalLM:
         self.cost.seconds += time.perf_counter() - t0
         self.finish_reasons = reasons     # per completion: the stop string that ended it, "eos" or "length"
         return out
-
-    def _rows(self, sel, start: bool = False) -> None:
-        """The batch's rows are now the earlier rows ``sel`` (``start``: the prompts ``sel`` of
-        ``generate``), in that order. Nothing here; a model with per-row state follows the rows
-        (``serve.mixed``: each row's adapter)."""
 
     def _generate_group(self, seqs, n, max_new_tokens, temperature, top_p, stop, gen) -> tuple[list[str], list[str]]:
         max_new_tokens = min(max_new_tokens, max(1, self.max_length - max(len(s) for s in seqs)))

@@ -247,13 +247,20 @@ class MixedLM(LocalLM):
 
     def _rows(self, sel, start: bool = False) -> None:
         src = self.slots if start else self.rows.idx
-        self.rows.set(src[torch.as_tensor(sel, dtype=torch.long)].to(self.device))
+        sel = torch.as_tensor(sel, dtype=torch.long)
+        if start and len(sel) and int(sel.max()) >= len(src):
+            raise ValueError("mixed engine: bind() one adapter slot per prompt before generate()")
+        self.rows.set(src[sel].to(self.device))
+
+    def bind(self, slots) -> "MixedLM":
+        """Set the adapter slot of each prompt of the next ``generate`` call; returns self."""
+        self.slots = torch.as_tensor(list(slots), dtype=torch.long)
+        return self
 
     def generate_mixed(self, prompts, slots, **kw):
-        self.slots = torch.as_tensor(list(slots), dtype=torch.long)
-        if len(self.slots) != len(prompts):
+        if len(slots) != len(prompts):
             raise ValueError("generate_mixed: one slot per prompt")
-        return self.generate(prompts, **kw)
+        return self.bind(slots).generate(prompts, **kw)
 
 
 class Mixer:

@@ -95,6 +95,15 @@ class Scheduler:
         return (a.kind == b.kind == "generate" and a.params == b.params
                 and self.mixer.mixable(a.lm) and self.mixer.mixable(b.lm))
 
+    def _engine(self, group: list[Job]):
+        """The group's engine: its adapter's, or for several adapters the mixed engine with each
+        prompt's adapter slot bound (one decode loop, serve.mixed)."""
+        lm = group[0].lm
+        if all(j.lm is lm for j in group):
+            return lm
+        mixed, slots = self.mixer.engine([j.lm for j in group])
+        return mixed.bind([s for j, s in zip(group, slots) for _ in j.rows])
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             group = self._take()
@@ -121,14 +130,10 @@ class Scheduler:
         job = group[0]
         lm = job.lm
         if job.kind == "generate":
+            lm = self._engine(group)
             n, max_tokens, temperature, top_p, stop, seed = job.params
-            gen = lm.generate
-            if any(j.lm is not lm for j in group):             # mixed adapters: one decode loop
-                lm, slots = self.mixer.engine([j.lm for j in group])
-                per_row = [s for j, s in zip(group, slots) for _ in j.rows]
-                gen = lambda rows, **kw: lm.generate_mixed(rows, per_row, **kw)   # noqa: E731
-            texts = gen(rows, n=n, max_new_tokens=max_tokens, temperature=temperature,
-                        stop=list(stop), top_p=top_p, seed=seed)
+            texts = lm.generate(rows, n=n, max_new_tokens=max_tokens, temperature=temperature,
+                                stop=list(stop), top_p=top_p, seed=seed)
             return [list(zip(t, r)) for t, r in zip(texts, lm.finish_reasons)]
         return prompt_logprobs(lm, rows, job.params[0])
 
