@@ -370,7 +370,7 @@ class LocalLM:
                 self.progress(len(pack))
 
     # ------------------------------------------------------------------ generation
-    def _rows(self, sel, start: bool = False) -> None:
+    def _follow_rows(self, sel, start: bool = False) -> None:
         """The batch's rows are now the earlier rows ``sel`` (``start``: the prompts ``sel`` of
         ``generate``), in that order. Nothing here; a model with per-row state follows the rows
         (``serve.mixed``: each row's adapter)."""
@@ -391,7 +391,7 @@ class LocalLM:
         per = max(1, self.batch_size // max(1, n))
         order = sorted(range(len(prompts)), key=lambda k: -len(encoded[k]))
         for s in range(0, len(order), per):
-            self._rows(order[s: s + per], start=True)
+            self._follow_rows(order[s: s + per], start=True)
             idx = order[s: s + per]
             texts, why = self._generate_group([encoded[k] for k in idx], n, max_new_tokens,
                                               temperature, top_p, stop, gen)
@@ -422,7 +422,7 @@ class LocalLM:
             last = last.repeat_interleave(n, 0)
             pos = pos.repeat_interleave(n, 0)
             mask = mask.repeat_interleave(n, 0)
-            self._rows([b for b in range(len(seqs)) for _ in range(n)])
+            self._follow_rows([b for b in range(len(seqs)) for _ in range(n)])
         if max_new_tokens > 1 and shared is None:
             cache.layers = [shared_prefix.RoomyLayer(layer.keys, layer.values, max_new_tokens) for layer in cache.layers]
         rows = last.shape[0]
@@ -451,7 +451,7 @@ class LocalLM:
             if len(still) < len(active):
                 cache.batch_select_indices(torch.tensor(still, device=self.device))
                 mask, pos = mask[still], pos[still]
-                self._rows(still)
+                self._follow_rows(still)
                 nxt = [nxt[a] for a in still]
                 active = [active[a] for a in still]
             else:
