@@ -12,7 +12,8 @@ base (zero delta), slot s > 0 an adapter, and row i uses slot ``idx[i]``::
 LoRA ranks are padded to the largest with zeros (the same output); the bottleneck adapters run on
 their own rows (``index_select``), each with its own modules (shared with its ``TunedModel``).
 ``MixedLM`` is a ``LocalLM`` over that model: the per-row slots follow the rows through the
-engine's sort, the n-sample expansion and the dropping of finished rows (``LocalLM._follow_rows``).
+engine's sort, the n-sample expansion and the dropping of finished rows
+(``LocalLM._follow_rows``).
 No shared-prefix KV: a prefix's keys and values differ per adapter.
 
 ``Mixer`` (one per scheduler) says which engines mix (``mixable``) and gives the mixed engine for
