@@ -2,7 +2,9 @@
 
   base      : R requests x T new tokens, all for the base, sent at once (concurrency R)
   mixed     : the same R requests spread round-robin over 8 adapters (lora, ia3, adapter, prefix,
-              prompt-tuning, p-tuning, p-tuning-v2, lora r=4) plus the base, sent at once
+              prompt-tuning, p-tuning, p-tuning-v2, lora r=4) plus the base, sent at once; with
+              ``--adapters weight`` 8 adapters of the types that mix per row in one forward
+              (serve.mixed: lora r=2/4/8/16, ia3 x2, bottleneck adapter x2) plus the base
   sequential: the mixed requests one at a time (per-request adapter switch)
   peft      : anchor -- peft's LoRA-only mixed batch (``generate(adapter_names=...)``) over 8 LoRA
               adapters, batches of 16, same prompts and T, in-process (no HTTP)
@@ -10,6 +12,7 @@ and latency / tokens/s of the base at concurrency 1, 4, 16 (streams are sent who
 time to first token equals the request's latency here).
 
     OMP_NUM_THREADS=2 python bench/serve_mixed.py [--requests 64 --tokens 64 --model smollm2-135m-instruct]
+        [--adapters all|weight] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -30,7 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx  # noqa: E402
 import torch  # noqa: E402
 
-from _serve_common import make_adapters, start_server, stop_server  # noqa: E402
+from _serve_common import METHODS, make_adapters, start_server, stop_server  # noqa: E402
+
+# the weight-side types only: every row of a mixed batch shares one forward (serve.mixed)
+WEIGHT = [("lora", {"r": 8}), ("ia3", {}), ("adapter", {}), ("lora", {"r": 4}), ("lora", {"r": 16}),
+          ("ia3", {"target_modules": ["k_proj", "v_proj"], "feedforward_modules": []}),
+          ("adapter", {"placement": "ffn", "m": 32}),
+          ("lora", {"r": 2, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]})]
 
 PROMPTS = ["The capital of France is", "Once upon a time, a small dog", "The best way to learn a language is",
            "In 1969, the first person", "A recipe for bread needs", "The stock market today",
@@ -83,7 +92,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--out", default="bench/results/serve_mixed.json")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the three phases; report each one's median")
+    ap.add_argument("--adapters", choices=["all", "weight"], default="all")
+    ap.add_argument("--out", default=None, help="default bench/results/serve_mixed[_weight].json")
     a = ap.parse_args()
 
     from adaptlab.models import load_backbone
@@ -91,8 +102,10 @@ def main() -> None:
 
     bb = load_backbone(a.model)
     root = Path(tempfile.mkdtemp())
-    adapters = make_adapters(bb, root)
-    url, server, th, _ = start_server(bb, ServeConfig(adapters=adapters, adapter_roots=[str(root)],
+    torch.manual_seed(0)              # the adapters' initial values (the 2026-12-03 runs were unseeded: each drew its own)
+    adapters = make_adapters(bb, root, METHODS if a.adapters == "all" else WEIGHT)
+    a.out = a.out or f"bench/results/serve_mixed{'' if a.adapters == 'all' else '_weight'}.json"
+    url, server, th, reg = start_server(bb, ServeConfig(adapters=adapters, adapter_roots=[str(root)],
                                                       max_queue=1024, max_batch=16))
     names = list(adapters) + ["base"]
     prompts = [PROMPTS[i % len(PROMPTS)] + f" (#{i})" for i in range(a.requests)]
@@ -100,27 +113,38 @@ def main() -> None:
     base_b = [{**body, "model": "base", "prompt": p} for p in prompts]
     mixed_b = [{**body, "model": names[i % len(names)], "prompt": p} for i, p in enumerate(prompts)]
     timed(url, base_b[:4], 4)                          # warm-up
-    res = {}
-    for label, bodies, conc in [("base", base_b, a.requests), ("mixed", mixed_b, a.requests),
-                                ("sequential", mixed_b, 1)]:
-        wall, toks, lat = timed(url, bodies, conc)
-        res[label] = {"wall_s": round(wall, 2), "tokens": toks, "tokens_per_s": round(toks / wall, 1)}
-        print(label, res[label], flush=True)
+    res, walls = {}, {}
+    for rnd in range(a.rounds):       # phases interleaved, rounds repeated: the median of each phase
+        for label, bodies, conc in [("base", base_b, a.requests), ("mixed", mixed_b, a.requests),
+                                    ("sequential", mixed_b, 1)]:
+            wall, toks, lat = timed(url, bodies, conc)
+            walls.setdefault(label, []).append(round(wall, 2))
+            med = sorted(walls[label])[len(walls[label]) // 2]
+            res[label] = {"wall_s": med, "tokens": toks, "tokens_per_s": round(toks / med, 1),
+                          "rounds_wall_s": walls[label]}
+            print(f"round {rnd}", label, round(wall, 2), toks, flush=True)
     conc_rows = {}
     for c in (1, 4, 16):
         wall, toks, lat = timed(url, base_b[:max(c, 4)][:16], c)
         lat.sort()
         conc_rows[c] = {"median_latency_s": round(lat[len(lat) // 2], 3), "tokens_per_s": round(toks / wall, 1)}
         print("concurrency", c, conc_rows[c], flush=True)
+    sched = server.config.app.state.scheduler
+    mixer = getattr(sched, "mixer", None)          # None: a scheduler without per-row mixing
+    mixable = sorted(n for n in names if mixer and mixer.mixable(reg.get(reg.resolve(n))))
+    print("mix per row:", mixable, "| mixed-model builds:", mixer and mixer.builds, flush=True)
     stop_server(server, th)
     wall, toks = peft_anchor(bb, prompts, a.tokens)
     res["peft_adapter_names"] = {"wall_s": round(wall, 2), "tokens": toks, "tokens_per_s": round(toks / wall, 1)}
     print("peft", res["peft_adapter_names"], flush=True)
-    doc = {"model": a.model, "requests": a.requests, "tokens": a.tokens, "adapters": len(adapters),
-           "adapter_types": sorted({n.rsplit("-", 1)[0] for n in adapters}), **res,
+    doc = {"model": a.model, "requests": a.requests, "tokens": a.tokens, "rounds": a.rounds, "adapters": len(adapters),
+           "adapter_types": sorted({n.rsplit("-", 1)[0] for n in adapters}),
+           "adapters_mixed_per_row": mixable, **res,
            "mixed_over_base": round(res["mixed"]["wall_s"] / res["base"]["wall_s"], 3),
            "sequential_over_mixed": round(res["sequential"]["wall_s"] / res["mixed"]["wall_s"], 3),
            "mixed_over_peft": round(res["mixed"]["wall_s"] / res["peft_adapter_names"]["wall_s"], 3),
+           "mixed_over_base_by_round": [round(m / b, 3) for m, b in zip(walls["mixed"], walls["base"])],
+           "sequential_over_mixed_by_round": [round(q / m, 3) for q, m in zip(walls["sequential"], walls["mixed"])],
            "by_concurrency_base": conc_rows}
     print(json.dumps(doc, indent=2))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

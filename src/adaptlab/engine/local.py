@@ -372,6 +372,11 @@ class LocalLM:
                 self.progress(len(pack), self._rows)
 
     # ------------------------------------------------------------------ generation
+    def _follow_rows(self, sel, start: bool = False) -> None:
+        """The batch's rows are now the earlier rows ``sel`` (``start``: the prompts ``sel`` of
+        ``generate``), in that order. Nothing here; a model with per-row state follows the rows
+        (``serve.mixed``: each row's adapter)."""
+
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], n: int = 1, max_new_tokens: int = 64,
                  temperature: float = 0.0, stop: Sequence[str] | None = None,
@@ -391,6 +396,7 @@ class LocalLM:
         per = max(1, self.batch_size // max(1, n))
         order = sorted(range(len(prompts)), key=lambda k: -len(encoded[k]))
         for s in range(0, len(order), per):
+            self._follow_rows(order[s: s + per], start=True)
             idx = order[s: s + per]
             cb = None
             if on_token is not None:
@@ -426,6 +432,7 @@ class LocalLM:
             last = last.repeat_interleave(n, 0)
             pos = pos.repeat_interleave(n, 0)
             mask = mask.repeat_interleave(n, 0)
+            self._follow_rows([b for b in range(len(seqs)) for _ in range(n)])
         if max_new_tokens > 1 and shared is None:
             cache.layers = [shared_prefix.RoomyLayer(layer.keys, layer.values, max_new_tokens) for layer in cache.layers]
         rows = last.shape[0]
@@ -456,6 +463,7 @@ class LocalLM:
             if len(still) < len(active):
                 cache.batch_select_indices(torch.tensor(still, device=self.device))
                 mask, pos = mask[still], pos[still]
+                self._follow_rows(still)
                 nxt = [nxt[a] for a in still]
                 active = [active[a] for a in still]
             else:

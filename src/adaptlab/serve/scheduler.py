@@ -3,9 +3,10 @@
 Batching: the worker takes the oldest job, then every queued job that can share its forward
 passes -- same engine (adapter) and, for generation, the same sampling parameters -- up to
 ``max_batch`` prompts, and runs them as one ``LocalLM.generate`` (shared prompt prefixes are
-computed once there) or one scoring forward. Jobs for different adapters run in turn, one group per
-adapter: rows of one forward pass use one adapter (per-row mixing of adapters inside a forward is
-not implemented). A full queue refuses at once (``QueueFull`` -> 429 + Retry-After); a cancelled
+computed once there) or one scoring forward. Generation jobs for the weight-side adapter types
+(LoRA, IA3, bottleneck adapters) and the base share one decode loop: rows of one forward use
+different adapters (``serve.mixed``). Other jobs (prompt-type adapters, scoring) run in turn, one
+group per adapter. A full queue refuses at once (``QueueFull`` -> 429 + Retry-After); a cancelled
 job (client gone) is skipped when its turn comes.
 
 Streaming: a job with ``on_token`` gets ``(row, sample, token_id)`` from inside the decode loop
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from adaptlab.serve.mixed import Mixer
 
 
 class QueueFull(Exception):
@@ -54,6 +57,7 @@ class Scheduler:
         self.max_batch = max_batch
         self._held: list[Job] = []    # taken from the queue, not yet run (other adapter / params)
         self._stop = threading.Event()
+        self.mixer = Mixer()          # generate jobs of mixable adapters share a forward (serve.mixed)
         self.busy = 0
         self.thread = threading.Thread(target=self._loop, name="adaptlab-serve", daemon=True)
         self.thread.start()
@@ -90,7 +94,7 @@ class Scheduler:
         first = self._held[0]
         group, rest, n = [], [], 0
         for j in self._held:
-            if (j.lm is first.lm and j.kind == first.kind and j.params == first.params
+            if ((j.lm is first.lm or self._mix(first, j)) and j.kind == first.kind and j.params == first.params
                     and (not group or n + len(j.rows) <= self.max_batch)):
                 group.append(j)
                 n += len(j.rows)
@@ -98,6 +102,19 @@ class Scheduler:
                 rest.append(j)
         self._held = rest
         return group
+
+    def _mix(self, a: Job, b: Job) -> bool:
+        return (a.kind == b.kind == "generate" and a.params == b.params
+                and self.mixer.mixable(a.lm) and self.mixer.mixable(b.lm))
+
+    def _engine(self, group: list[Job]):
+        """The group's engine: its adapter's, or for several adapters the mixed engine with each
+        prompt's adapter slot bound (one decode loop, serve.mixed)."""
+        lm = group[0].lm
+        if all(j.lm is lm for j in group):
+            return lm
+        mixed, slots = self.mixer.engine([j.lm for j in group])
+        return mixed.bind([s for j, s in zip(group, slots) for _ in j.rows])
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -129,6 +146,7 @@ class Scheduler:
         job = group[0]
         lm = job.lm
         if job.kind == "generate":
+            lm = self._engine(group)
             n, max_tokens, temperature, top_p, stop, seed = job.params
             kw = {}
             if any(j.on_token is not None for j in group) and _takes_on_token(lm):
