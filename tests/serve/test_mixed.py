@@ -4,7 +4,6 @@ result of every row equals its adapter's own model."""
 from __future__ import annotations
 
 import copy
-import socket
 import threading
 import time
 
@@ -16,6 +15,7 @@ from adaptlab.serve import mixed
 from adaptlab.serve.mixed import MixedLinear, Mixer
 from adaptlab.tuning import apply_method, make_config
 from tests.conftest import make_tiny_decoder
+from tests.serve.harness import running_server
 
 # three LoRA ranks (one rsLoRA, one on more modules), IA3, a bottleneck adapter; and the base
 SPECS = [("lora", {"r": 2}), ("lora", {"r": 4, "rslora": True}),
@@ -140,16 +140,9 @@ def test_lora_rows_equal_peft_adapter_names(setup, tmp_path):
 
 
 # ---------------------------------------------------------------------- through the server
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_server_mixed_batch_equals_separate_requests(setup, tmp_path):
     pytest.importorskip("fastapi")
     httpx = pytest.importorskip("httpx")
-    import uvicorn
 
     from adaptlab.serve import ServeConfig
     from adaptlab.serve.app import make_app
@@ -164,20 +157,11 @@ def test_server_mixed_batch_equals_separate_requests(setup, tmp_path):
     cfg = ServeConfig(adapters={n: str(tmp_path / n) for n in names}, max_queue=64, max_batch=16)
     reg = Registry.load(cfg, backbone=bb)
     app = make_app(reg, cfg)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    assert server.started
-    url = f"http://127.0.0.1:{port}/v1/completions"
     models = names + ["base"]
     bodies = [{"model": models[i % len(models)], "prompt": p, "max_tokens": 6, "temperature": 0}
               for i, p in enumerate(PROMPTS * 2)]
-    try:
+    with running_server(app) as base:
+        url = f"{base}/v1/completions"
         sched = app.state.scheduler
         with httpx.Client(timeout=60) as c:
             alone = [c.post(url, json=b).json()["choices"][0]["text"] for b in bodies]   # one at a time
@@ -195,6 +179,3 @@ def test_server_mixed_batch_equals_separate_requests(setup, tmp_path):
                 together = [f.result().json()["choices"][0]["text"] for f in futs]
         assert together == alone
         assert sched.mixer.builds >= 1
-    finally:
-        server.should_exit = True
-        th.join(timeout=10)
