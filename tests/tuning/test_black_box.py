@@ -268,6 +268,18 @@ def test_bbt_bad_input_exit_2_nothing_written(sets, why, tiny_dirs, tmp_path, ca
     assert why in err and len(err.splitlines()) == 1 and not out.exists()
 
 
+@pytest.mark.parametrize("method", ["bbt", "bbtv2"])
+def test_missing_cma_is_one_line_naming_the_extra(method, tiny_dirs, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cma" else real(name, *a))
+    out = tmp_path / "run"
+    assert _cli(_tune(tiny_dirs, out, method)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pip install 'adaptlab[bbt]'" in err and len(err.splitlines()) == 1 and not out.exists()
+
+
 def test_bdpl_empty_vocabulary_exit_2(tiny_dirs, tmp_path, capsys):
     out = tmp_path / "run"
     assert _cli(_tune(tiny_dirs, out, "bdpl", "min_count=100000")) == 2

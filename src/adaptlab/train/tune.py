@@ -273,12 +273,13 @@ def _tune(task: str, method: str, model: str | None = None, *, out: str, sets: d
     from adaptlab.errors import DataError
     from adaptlab.models import load_backbone, resolve_name
     from adaptlab.tasks import load_task
-    from adaptlab.tuning import apply_method, check_task, get_method
+    from adaptlab.tuning import apply_method, check_requirements, check_task, get_method
 
     from adaptlab.train.preference import PreferenceConfig
 
     spec = load_task(task)
     m, mcfg, pcfg, tcfg = build_configs(method, sets, train_values, PreferenceConfig, "feedback option")
+    check_requirements(method)
     if spec.schema == "preference" and pcfg.objective not in ("dpo", "reward"):
         raise ConfigError(f"task {spec.name} is a preference task: pass --set objective=dpo or --set objective=reward")
     if pcfg.objective in ("dpo", "reward") and spec.schema != "preference":

@@ -410,6 +410,16 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+def check_requirements(name: str) -> None:
+    """A method's optional packages (its module's ``REQUIRES = {import name: extra}``) are there,
+    or one line saying which extra to install -- before any output is written."""
+    import importlib.util
+
+    for mod, extra in getattr(get_method(name).module, "REQUIRES", {}).items():
+        if importlib.util.find_spec(mod) is None:
+            raise ConfigError(f"--method {name} needs the {mod} package: pip install 'adaptlab[{extra}]'")
+
+
 def method_for_peft_type(peft_type: str) -> Method:
     for m in METHODS.values():
         if m.peft_type == peft_type:
@@ -436,6 +446,7 @@ def apply_method(backbone, method: str, config=None, task=None) -> TunedModel:
     the method's own (by prefix), plus the classification head when there is one.
     Every encoder gets a head for the task (a classifier needs one)."""
     m = get_method(method)
+    check_requirements(method)
     if config is None or isinstance(config, dict):
         config = make_config(method, config)
     check_task(backbone, task)

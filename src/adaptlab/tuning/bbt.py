@@ -49,6 +49,7 @@ MODULE = "bbt_prompt"              # the registered prefix is "bbt_"
 VOCAB_TOP = 5000
 gradient = False                   # z is moved by CMA-ES, never by a gradient
 KINDS = ("decoder",)
+REQUIRES = {"cma": "bbt"}                   # CMA-ES (optional extra)
 
 
 @dataclass

@@ -47,6 +47,7 @@ from adaptlab.tuning import prefix as _prefix
 MODULE = "bbtv2_prompt"            # the registered prefix is "bbtv2_"
 gradient = False
 KINDS = ("decoder",)
+REQUIRES = {"cma": "bbt"}                   # CMA-ES (optional extra)
 
 
 @dataclass
