@@ -398,10 +398,8 @@ class LocalLM:
         for s in range(0, len(order), per):
             self._follow_rows(order[s: s + per], start=True)
             idx = order[s: s + per]
-            cb = None
-            if on_token is not None:
-                def cb(row, t, idx=idx):
-                    on_token(idx[row // n], row % n, t)
+            # the group's row r is prompt idx[r // n], sample r % n
+            cb = None if on_token is None else (lambda row, t, idx=idx: on_token(idx[row // n], row % n, t))
             texts, why = self._generate_group([encoded[k] for k in idx], n, max_new_tokens,
                                               temperature, top_p, stop, gen, cb)
             for b, k in enumerate(idx):
