@@ -101,7 +101,7 @@ def test_sft_loss_equals_manual_completion_only_ce(tiny_decoder):
 @pytest.mark.parametrize("args,why", [
     (["instruct", "--hold-out", "nope"], "unknown cluster 'nope'"),
     (["instruct", "--hold-out", "one", "--clusters", "one,two"], "both held out and in training"),
-    (["metaicl", "--hold-out", "three", "--set", "k=6", "--set", "max_seq_len=16"], "need"),
+    (["metaicl", "--hold-out", "three", "--set", "k=6", "--set", "max_seq_len=16"], "tokens, more than max_seq_len=16"),
 ])
 def test_bad_generalist_input_exit_2_nothing_written(tiny_folder, mix, tmp_path, capsys, args, why):
     out = tmp_path / "never"
