@@ -396,8 +396,8 @@ class LocalLM:
         per = max(1, self.batch_size // max(1, n))
         order = sorted(range(len(prompts)), key=lambda k: -len(encoded[k]))
         for s in range(0, len(order), per):
-            self._follow_rows(order[s: s + per], start=True)
             idx = order[s: s + per]
+            self._follow_rows(idx, start=True)
             # the group's row r is prompt idx[r // n], sample r % n
             cb = None if on_token is None else (lambda row, t, idx=idx: on_token(idx[row // n], row % n, t))
             texts, why = self._generate_group([encoded[k] for k in idx], n, max_new_tokens,

@@ -104,8 +104,8 @@ class Scheduler:
         return group
 
     def _mix(self, a: Job, b: Job) -> bool:
-        return (a.kind == b.kind == "generate" and a.params == b.params
-                and self.mixer.mixable(a.lm) and self.mixer.mixable(b.lm))
+        """Jobs of two adapters share a decode loop (kind and params are checked by ``_take``)."""
+        return a.kind == "generate" and self.mixer.mixable(a.lm) and self.mixer.mixable(b.lm)
 
     def _engine(self, group: list[Job]):
         """The group's engine: its adapter's, or for several adapters the mixed engine with each

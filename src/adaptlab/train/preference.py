@@ -120,11 +120,16 @@ def sequence_logps(model, ids: torch.Tensor, mask: torch.Tensor, reply: torch.Te
     """sum_t log pi(y_t | x, y_<t) over each row's reply tokens: [R]. The LM head runs only at the
     reply positions ([N, V], not [R, L, V])."""
     h = model.body(input_ids=ids, attention_mask=mask)                 # [R, L, H]
-    sel = reply[:, 1:].bool()                                          # position t predicts t+1
-    logits = model.lm_head(h[:, :-1][sel]).float()                     # [N, V]
-    tok_logp = torch.log_softmax(logits, -1).gather(1, ids[:, 1:][sel][:, None]).squeeze(1)   # [N]
-    row = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(sel)[sel]          # [N]
-    return torch.zeros(ids.shape[0], device=ids.device, dtype=tok_logp.dtype).index_add(0, row, tok_logp)
+    return _summed_logps(model, h[:, :-1], ids[:, 1:], reply[:, 1:].bool())   # position t predicts t+1
+
+
+def _summed_logps(model, h: torch.Tensor, targets: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """sum over each row's ``sel`` positions of log softmax(lm_head(h))[target]: [R]. ``h`` [R, T, H]
+    holds the state that predicts ``targets`` [R, T]; the LM head runs at those positions only."""
+    logits = model.lm_head(h[sel]).float()                             # [N, V]
+    tok_logp = torch.log_softmax(logits, -1).gather(1, targets[sel][:, None]).squeeze(1)   # [N]
+    row = torch.arange(targets.shape[0], device=targets.device)[:, None].expand_as(sel)[sel]  # [N]
+    return torch.zeros(targets.shape[0], device=targets.device, dtype=tok_logp.dtype).index_add(0, row, tok_logp)
 
 
 def pair_logps(model, batch: dict) -> torch.Tensor:
@@ -156,11 +161,7 @@ def pair_logps(model, batch: dict) -> torch.Tensor:
                      past_key_values=cache)                                 # [2B, R, H]
     # reply token j is predicted at position j-1; token 0 at the prompt's last position
     h = torch.cat([h_p[:, -1:].repeat_interleave(2, 0), h_r[:, :-1]], 1)    # [2B, R, H]
-    sel = rm.bool()
-    logits = model.lm_head(h[sel]).float()                                  # [N, V]
-    tok_logp = torch.log_softmax(logits, -1).gather(1, ids[sel][:, None]).squeeze(1)      # [N]
-    row = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(sel)[sel]       # [N]
-    out = torch.zeros(ids.shape[0], device=ids.device, dtype=tok_logp.dtype).index_add(0, row, tok_logp)
+    out = _summed_logps(model, h, ids, rm.bool())                           # [2B], interleaved
     back = torch.empty_like(inter)
     back[inter] = torch.arange(inter.numel(), device=inter.device)
     return out[back]                                                        # chosen rows, then rejected
