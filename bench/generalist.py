@@ -6,8 +6,9 @@ vs plain ICL vs instruction-tuned zero-shot, and Alpaca SFT loss before/after.
     python bench/generalist.py ablation  [--held nli]
     python bench/generalist.py metaicl   [--held nli,topic]
     python bench/generalist.py alpaca
+    (each with [--model gemma3-270m]: the base decoder; default smollm2-135m-instruct)
 
-Scale (printed with every row): SmolLM2-135M-Instruct (the default decoder), LoRA r=8, mixture
+Scale (printed with every row): the --model, LoRA r=8, mixture
 flan-mini with --train-limit examples, --steps optimizer steps of --batch examples,
 max_seq_len 128 (384 for MetaICL), --limit test examples per held-out task. Evaluation is
 zero-shot with the task's own YAML template (never a training template); ICL/MetaICL use
@@ -34,6 +35,9 @@ TASKS = {"sentiment": ["sst2", "mr"], "nli": ["rte", "mrpc"], "topic": ["agnews"
          "acceptability": ["cola"], "commonsense": ["commonsenseqa"]}
 
 
+MODEL = "smollm2-135m-instruct"
+
+
 def score(adapter: str | None, tasks: list[str], limit: int, prompt: str = "zero-shot", k: int = 4, seed: int = 0):
     from adaptlab.data import load_split
     from adaptlab.engine import make_lm
@@ -43,7 +47,7 @@ def score(adapter: str | None, tasks: list[str], limit: int, prompt: str = "zero
     from adaptlab.tasks import load_task
     from adaptlab.tuning.io import load_adapter
 
-    bb = load_backbone("smollm2-135m-instruct")
+    bb = load_backbone(MODEL)
     tuned = None
     if adapter:
         bb, tuned = load_adapter(adapter, backbone=bb)
@@ -64,7 +68,7 @@ def train(kind: str, out: str, args, hold_out, clusters=None, seed=0, **extra) -
 
     fn = instruct if kind == "instruct" else metaicl
     sets = {"r": 8, "max_seq_len": extra.pop("max_seq_len", 128), **extra}
-    return fn(out=out, mixture="flan-mini", hold_out=hold_out, clusters=clusters, method="lora", sets=sets,
+    return fn(out=out, mixture="flan-mini", hold_out=hold_out, clusters=clusters, method="lora", sets=sets, model=MODEL,
               max_steps=args.steps, batch_size=args.batch, train_limit=args.train_limit, seed=seed, progress=False)
 
 
@@ -77,6 +81,7 @@ def emit(row: dict) -> None:
 
 
 def main() -> None:
+    global MODEL
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["loco", "ablation", "metaicl", "alpaca"])
     ap.add_argument("--clusters", default="sentiment,nli,topic,acceptability")
@@ -86,9 +91,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--train-limit", type=int, default=400)
     ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--model", default=MODEL, help="smollm2-135m-instruct or gemma3-270m (the base decoder)")
     args = ap.parse_args()
+    MODEL = args.model
     seeds = [int(s) for s in args.seeds.split(",")]
-    scale = {"model": "smollm2-135m-instruct", "steps": args.steps, "batch": args.batch,
+    scale = {"model": MODEL, "steps": args.steps, "batch": args.batch,
              "train_limit": args.train_limit, "test_limit": args.limit, "threads": os.environ.get("OMP_NUM_THREADS")}
     tmp = tempfile.mkdtemp(prefix="gen-")
     if args.mode == "loco":
@@ -157,12 +164,12 @@ def alpaca(args, tmp, scale) -> None:
 
     from adaptlab.tuning import apply_method
 
-    bb = load_backbone("smollm2-135m-instruct")
+    bb = load_backbone(MODEL)
     base = apply_method(bb, "lora", None, None)       # LoRA B = 0: exactly the base model
     before, gb = test_loss(bb, base), gens(bb, base)
-    res = instruct(out=f"{tmp}/alpaca", task="alpaca", method="lora", sets={"r": 8, "max_seq_len": 256},
+    res = instruct(out=f"{tmp}/alpaca", task="alpaca", method="lora", sets={"r": 8, "max_seq_len": 256}, model=MODEL,
                    max_steps=args.steps, batch_size=args.batch, train_limit=args.train_limit, progress=False)
-    bb2, tuned = load_adapter(res["out"], backbone=load_backbone("smollm2-135m-instruct"))
+    bb2, tuned = load_adapter(res["out"], backbone=load_backbone(MODEL))
     emit({"bench": "alpaca", "test_loss_before": round(before, 4), "test_loss_after": round(test_loss(bb2, tuned), 4),
           "instructions": [ex["instruction"] + (" | " + ex["input"] if ex["input"] else "") for ex in test[:5]],
           "before": gb, "after": gens(bb2, tuned), **scale})

@@ -29,7 +29,8 @@ def _tiny(model_type: str):
     if kind == "decoder":
         cfg.eos_token_id = cfg.bos_token_id = TOK.eos_token_id
         cfg.tie_word_embeddings = True
-        cfg.sliding_window = None
+        if "sliding_attention" not in (getattr(cfg, "layer_types", None) or []):
+            cfg.sliding_window = None               # gemma3 keeps its window: its layers need one
     torch.manual_seed(0)
     model = (AutoModelForCausalLM if kind == "decoder" else AutoModel).from_config(cfg).eval()
     return Backbone(model=model, tokenizer=TOK, kind=kind, name=f"tiny-{model_type}", source="test")

@@ -45,7 +45,7 @@ def models_cmd(as_json: bool) -> None:
 
     rows = list_models()
     note = "\nAlso: any Hugging Face id, a local model folder, or a .gguf file (--model PATH)."
-    _emit({"models": rows}, format_table(rows, ["name", "kind", "installed", "cached", "about", "source"]) + note,
+    _emit({"models": rows}, format_table(rows, ["name", "kind", "installed", "cached", "licence", "about", "source"]) + note,
           as_json, None)
 
 

