@@ -383,25 +383,34 @@ def compare_cmd(task, model, runs, seeds, out, limit, data, train_limit, epochs,
 
 @click.command("experiment")
 @click.argument("name")
-@click.option("--task", default=None, help="Task (default: sst2 for icl-*, reviews otherwise).")
+@click.option("--task", default=None, help="Task (default: sst2 for icl-*, reviews otherwise; spot-*: tasks a,b,...; "
+                                          "held-out-clusters: clusters, default sentiment,nli,topic,acceptability).")
 @click.option("--model", default=None, help="Model (default: smollm2-135m-instruct).")
 @click.option("--out", default=None, help="Output folder (default: runs/experiment-<name>-<task>).")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Test examples (first N).")
 @click.option("--data", default=None, help="Folder of <split>.jsonl or hf:<dataset>[:<config>].")
 @click.option("--n-adapters", type=click.IntRange(min=1), default=100, show_default=True, help="storage only.")
-def experiment_cmd(name, task, model, out, seeds, limit, data, n_adapters) -> None:
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="held-out-clusters only: mixture, ablation, counts, method, train_limit, max_steps, batch_size, "
+                   "max_seq_len (repeatable).")
+def experiment_cmd(name, task, model, out, seeds, limit, data, n_adapters, sets) -> None:
     """Presets reproducing published claims: icl-demos and icl-flipped (Min et al. 2022, demonstrations'
     labels), specialist-vs-generalist, storage (Houlsby et al. 2019 / Hu et al. 2021, one base and many
     adapters), black-box (Sun et al. 2022, BBT), spot-library and spot-transfer (Vu et al. 2022, SPoT;
-    --task a,b,... for these two)."""
+    --task a,b,... for these two), held-out-clusters (Wei et al. 2022, FLAN: instruction tuning
+    with a cluster held out, and the cluster-count ablation; --task C1,C2,... the held-out clusters)."""
+    from adaptlab.config import parse_sets
     from adaptlab.experiments import run_experiment
     from adaptlab.report import COLUMNS, _display_rows, format_table, summarize
 
     res = run_experiment(name, task=task, model=model, out=out, seeds=seeds, limit=limit, data=data,
-                         n_adapters=n_adapters)
+                         n_adapters=n_adapters, sets=parse_sets(sets))
     if "records" in res:
         click.echo(format_table(_display_rows(summarize(res["records"])), COLUMNS))
+    if "records" in res or "rows" in res:
+        if "rows" in res:
+            click.echo(format_table(res["rows"], ["held_out", "task", "untuned", "tuned", "std", "seeds", "gain"]))
         click.echo(f"\nreport: {res['out']}/report.html (and report.md)")
 
 

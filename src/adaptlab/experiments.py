@@ -17,6 +17,9 @@
   other task's source prompt and from the usual init at the same budget; the relative gain
   (acc_{s->t} - acc_{init->t}) / acc_{init->t} as a heat-map, and the targeted pick's hit rate
   (is the most similar source prompt the one that transfers best?).
+* ``held-out-clusters`` — FLAN's evaluation: instruction-tune on all clusters of a mixture but one,
+  zero-shot on the held-out cluster's tasks against the untuned model, and the cluster-count
+  ablation (``held_out.py``; ``--task C1,C2,...`` names the held-out clusters).
 
 The first three and ``black-box`` are ``compare`` run lists; the others write their own report.
 """
@@ -47,6 +50,7 @@ PRESETS = {
     "storage": None,
     "spot-library": None,
     "spot-transfer": None,
+    "held-out-clusters": None,
 }
 KSHOT = "shots_per_class=16:eval_limit=16:dev_every=0"
 BB = f"num_virtual_tokens=5:rows_per_generation=8:budget=320:{KSHOT}"
@@ -59,9 +63,12 @@ SPOT_TASKS = ("sst2", "mr", "subj", "agnews", "rte", "cola")
 
 def run_experiment(name: str, *, task: str | None = None, model: str | None = None, out: str | None = None,
                    seeds: int = 1, limit: int | None = None, data: str | None = None, n_adapters: int = 100,
-                   train_limit: int = 500, epochs: int = 1, max_steps: int | None = None) -> dict:
+                   train_limit: int = 500, epochs: int = 1, max_steps: int | None = None,
+                   sets: dict | None = None) -> dict:
     if name not in PRESETS:
         raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(PRESETS)}")
+    if sets and name != "held-out-clusters":
+        raise ConfigError(f"--set: only the held-out-clusters experiment takes options ({name} does not)")
     if name in ("spot-library", "spot-transfer"):
         tasks = task.split(",") if task else list(SPOT_TASKS)
         out = out or f"runs/experiment-{name}"
@@ -71,6 +78,18 @@ def run_experiment(name: str, *, task: str | None = None, model: str | None = No
             lib = build_library(tasks, model, str(Path(out) / "library"), data=data, max_steps=max_steps or 8)
             return {"out": out, "library": {k: str(v) for k, v in lib.items()}}
         return spot_transfer(model, tasks, out, data=data, limit=limit or 24, source_steps=max_steps or 8)
+    if name == "held-out-clusters":
+        from adaptlab.held_out import DEFAULT_CLUSTERS, HeldOutConfig, held_out_clusters
+
+        if data:
+            raise ConfigError("held-out-clusters reads each mixture task's own data ($ADAPTLAB_DATA_DIR or its "
+                              "source); --data names one task's files, so it is not taken here")
+        from adaptlab.config import build_config
+
+        values = {"clusters": task or DEFAULT_CLUSTERS, "seeds": seeds, "limit": limit or 80,
+                  **({"max_steps": max_steps} if max_steps else {}), **(sets or {})}
+        cfg = build_config(HeldOutConfig, values, where="experiment held-out-clusters --set")
+        return held_out_clusters(cfg, out or "runs/experiment-held-out-clusters", model=model)
     task = task or ("sst2" if name.startswith("icl") or name == "black-box" else "reviews")
     out = out or f"runs/experiment-{name}-{Path(task).stem}"
     if name == "storage":
