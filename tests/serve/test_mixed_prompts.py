@@ -95,3 +95,51 @@ def test_what_still_does_not_mix():
     pt = apply_method(bb, "prompt-tuning", make_config("prompt-tuning", {"num_virtual_tokens": 2})).eval()
     pt.token_ids = [1]                                                # a tokenizer with added tokens
     assert not mixer.mixable(make_lm(bb, model=pt))
+
+
+def test_server_groups_prompt_and_weight_adapters_into_one_mix(setup, tmp_path):
+    """Saved and loaded (the registry's path), every adapter's requests join one mixed group and
+    each gets what it gets alone."""
+    pytest.importorskip("fastapi")
+    httpx = pytest.importorskip("httpx")
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from adaptlab.serve import ServeConfig
+    from adaptlab.serve.app import make_app
+    from adaptlab.serve.registry import Registry
+    from adaptlab.tuning.io import save_adapter
+    from tests.serve.harness import running_server
+
+    bb, tuned, _ = setup
+    names = []
+    for i, t in enumerate(tuned):
+        save_adapter(tmp_path / f"m{i}", t)
+        names.append(f"m{i}")
+    cfg = ServeConfig(adapters={n: str(tmp_path / n) for n in names}, max_queue=64, max_batch=32)
+    reg = Registry.load(cfg, backbone=bb)
+    app = make_app(reg, cfg)
+    models = names + ["base"]
+    bodies = [{"model": models[i % len(models)], "prompt": p, "max_tokens": 6, "temperature": 0}
+              for i, p in enumerate(PROMPTS * 2)]
+    with running_server(app) as base:
+        url = f"{base}/v1/completions"
+        sched = app.state.scheduler
+        assert all(sched.mixer.mixable(reg.get(reg.resolve(n))) for n in models)
+        groups = []
+        with httpx.Client(timeout=60) as c:
+            alone = [c.post(url, json=b).json()["choices"][0]["text"] for b in bodies]
+            gate = threading.Event()
+            real = sched._run
+            sched._run = lambda group, rows: (gate.wait(10), groups.append(len(group)), real(group, rows))[2]
+            with ThreadPoolExecutor(len(bodies)) as pool:
+                futs = [pool.submit(c.post, url, json=b) for b in bodies]
+                time.sleep(1.0)
+                gate.set()
+                together = [f.result().json()["choices"][0]["text"] for f in futs]
+            sched._run = real
+        assert together == alone
+        # the worker may take the first arrivals before the rest are queued: at most a few groups,
+        # not one per prompt-type adapter
+        assert sum(groups) == len(bodies) and len(groups) <= 3, groups
