@@ -238,8 +238,8 @@ def prompt_parts(tuned) -> tuple:
     with torch.no_grad():
         emb = p.embeds(1)
         if emb is not None:
-            return emb[0].detach(), None
-        return None, [(k[0].detach(), v[0].detach()) for k, v in p.past_key_values(1)]
+            return emb[0].detach().clone(), None
+        return None, [(k[0].detach().clone(), v[0].detach().clone()) for k, v in p.past_key_values(1)]
 
 
 def build(backbone, slots: dict[int, object]) -> tuple[nn.Module, Rows]:
