@@ -2,9 +2,10 @@
 
   base      : R requests x T new tokens, all for the base, sent at once (concurrency R)
   mixed     : the same R requests spread round-robin over 8 adapters (lora, ia3, adapter, prefix,
-              prompt-tuning, p-tuning, p-tuning-v2, lora r=4) plus the base, sent at once; with
-              ``--adapters weight`` 8 adapters of the types that mix per row in one forward
-              (serve.mixed: lora r=2/4/8/16, ia3 x2, bottleneck adapter x2) plus the base
+              prompt-tuning, p-tuning, p-tuning-v2, lora r=4) plus the base, sent at once; every
+              one of them mixes per row in one forward (serve.mixed; "mix per row" in the output
+              lists them); ``--adapters weight``: 8 weight-side adapters instead (lora
+              r=2/4/8/16, ia3 x2, bottleneck adapter x2) plus the base
   sequential: the mixed requests one at a time (per-request adapter switch)
   peft      : anchor -- peft's LoRA-only mixed batch (``generate(adapter_names=...)``) over 8 LoRA
               adapters, batches of 16, same prompts and T, in-process (no HTTP)
@@ -35,7 +36,7 @@ import torch  # noqa: E402
 
 from _serve_common import METHODS, make_adapters, start_server, stop_server  # noqa: E402
 
-# the weight-side types only: every row of a mixed batch shares one forward (serve.mixed)
+# the weight-side types only (the default set adds the prompt types; all mix per row: serve.mixed)
 WEIGHT = [("lora", {"r": 8}), ("ia3", {}), ("adapter", {}), ("lora", {"r": 4}), ("lora", {"r": 16}),
           ("ia3", {"target_modules": ["k_proj", "v_proj"], "feedforward_modules": []}),
           ("adapter", {"placement": "ffn", "m": 32}),

@@ -91,10 +91,13 @@ def test_mixed_greedy_generation_equals_per_adapter(setup, n, stop):
         assert "e" in flat and "length" in flat      # some rows finished early, some ran to the end
 
 
-def test_prompt_type_adapters_do_not_mix():
+def test_merged_adapter_does_not_mix():
+    """(Prompt-type adapters now mix: tests/serve/test_mixed_prompts.py.)"""
     bb = make_tiny_decoder()
     mixer = Mixer()
-    t = apply_method(bb, "prefix", make_config("prefix", {"num_virtual_tokens": 2})).eval()
+    t = apply_method(bb, "lora", make_config("lora", {"r": 2})).eval()
+    for m in mixed.adapter_layers(t).values():
+        m.merged = True
     assert not mixer.mixable(make_lm(bb, model=t))
     assert mixer.mixable(make_lm(bb))
 

@@ -306,6 +306,7 @@ class LocalLM:
         for s in range(0, len(order), self.batch_size):
             idx = order[s: s + self.batch_size]
             batch = [rows[k][0][P:] for k in idx]
+            self._follow_rows([rows[k][1][0][0] for k in idx], start=True)     # each row's context
             K = max(len(c) for k in idx for _, _, c in rows[k][1])
             kw = self._batch_inputs(batch, prefix)
             logits = self._forward(**kw, logits_to_keep=K).logits  # [B, K, V]
@@ -374,7 +375,7 @@ class LocalLM:
     # ------------------------------------------------------------------ generation
     def _follow_rows(self, sel, start: bool = False) -> None:
         """The batch's rows are now the earlier rows ``sel`` (``start``: the prompts ``sel`` of
-        ``generate``), in that order. Nothing here; a model with per-row state follows the rows
+        ``generate``, or the contexts ``sel`` of ``score``), in that order. Nothing here; a model with per-row state follows the rows
         (``serve.mixed``: each row's adapter)."""
 
     @torch.no_grad()

@@ -1,9 +1,11 @@
 """Per-row adapter mixing: rows of one forward pass use different adapters (issue 24).
 
-For the weight-side adapter types -- LoRA, IA3 and bottleneck adapters -- and the plain base, one
-*mixed* model over the one base runs every row with its own adapter. Each module that some
-adapter wraps becomes a ``MixedLinear`` holding the stacked per-adapter tensors; slot 0 is the
-base (zero delta), slot s > 0 an adapter, and row i uses slot ``idx[i]``::
+For the weight-side adapter types -- LoRA, IA3 and bottleneck adapters --, the prompt-type ones
+-- prefix tuning, prompt tuning, P-tuning, P-tuning v2 (and SPoT, a soft prompt) -- and the plain
+base, one *mixed* model over the one base runs every row with its own adapter (a row has exactly
+one). Each module that some weight-side adapter wraps becomes a ``MixedLinear`` holding the
+stacked per-adapter tensors; slot 0 is the base (zero delta), slot s > 0 an adapter, and row i
+uses slot ``idx[i]``::
 
     y = W0 (x * l_in[idx]) * l_out[idx]                                   IA3 (ones elsewhere)
       + s[idx] * B[idx] A[idx] x          A: [S, R, k], B: [S, d, R]     LoRA (gather + bmm)
@@ -11,16 +13,30 @@ base (zero delta), slot s > 0 an adapter, and row i uses slot ``idx[i]``::
 
 LoRA ranks are padded to the largest with zeros (the same output); the bottleneck adapters run on
 their own rows (``index_select``), each with its own modules (shared with its ``TunedModel``).
+
+Prompt-type adapters act only at the prefill (the seam's ``embeds`` / ``past_key_values`` of
+``tuning``, taken once per adapter when the mixed model is built): after it, a row decodes with
+the plain KV-cache loop of the base. The mixed prefill (``MixedLM._batch_inputs``) lays out::
+
+    cache     [ 0 .. 0 | row's prefix keys/values (n_kv) ]          K = max n_kv; zeros masked out
+    input     [ pad .. pad | row's soft tokens (n_emb) | row's tokens ]   as inputs_embeds
+    positions n_kv + cumsum(mask) - 1: soft tokens at 0..n_emb-1, tokens after them
+
+which is what the adapter's own ``TunedModel`` gives (virtual positions 0..n-1, the row's tokens
+from n), so each row's output equals its adapter served alone. Rows without a prompt see only
+masked-out pads there.
+
 ``MixedLM`` is a ``LocalLM`` over that model: the per-row slots follow the rows through the
 engine's sort, the n-sample expansion and the dropping of finished rows
-(``LocalLM._follow_rows``).
+(``LocalLM._follow_rows``); ``score`` takes per-context slots too (``score_mixed``).
 No shared-prefix KV: a prefix's keys and values differ per adapter.
 
 ``Mixer`` (one per scheduler) says which engines mix (``mixable``) and gives the mixed engine for
 a group of jobs; an adapter first seen gets a slot and the mixed model is rebuilt over every
-live adapter seen so far. Prompt-type adapters (prefix, prompt tuning, p-tuning, p-tuning v2),
-a tokenizer with added tokens, a head or a merged adapter do not mix: they keep one group per
-adapter.
+live adapter seen so far. What does not mix keeps one group per adapter: a tokenizer with added
+tokens, a head (a classifier, P-tuning v2's ``classifier=head``), a merged or disabled adapter,
+training-mode dropout, a model not over the shared base weights, the black-box prompt methods
+(bbt, bbtv2, bdpl) and full fine-tuning.
 """
 
 from __future__ import annotations
@@ -30,11 +46,13 @@ import weakref
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import DynamicCache
 
 from adaptlab.engine import decoding
 from adaptlab.engine.local import LocalLM
 
 MIXABLE = ("lora", "ia3", "adapter")
+PROMPTS = ("prefix", "prompt-tuning", "p-tuning", "p-tuning-v2", "spot")   # act at the prefill only
 
 
 class Rows:
@@ -45,6 +63,8 @@ class Rows:
         self.present: frozenset = frozenset()
         self.version = 0                              # bumped by set(): the modules' gathers are per version
         self._of: dict[int, torch.Tensor] = {}
+        # slot -> (soft tokens [n, H] | None, [(k, v) [H_kv, n, d] per layer] | None): prompt-type adapters
+        self.prompts: dict[int, tuple] = {}
 
     def set(self, idx: torch.Tensor) -> None:
         self.idx = idx
@@ -211,6 +231,17 @@ def adapter_layers(tuned) -> dict[str, nn.Module]:
     return {n: m for n, m in tuned.model.named_modules() if hasattr(m, "adapter_enabled") and hasattr(m, "base_layer")}
 
 
+def prompt_parts(tuned) -> tuple:
+    """A prompt-type adapter's prefill, through the seam's hooks (``tuning``: ``embeds`` /
+    ``past_key_values``): (soft tokens [n, H], None) or (None, [(k, v) [H_kv, n, d] per layer])."""
+    p = tuned.prompt
+    with torch.no_grad():
+        emb = p.embeds(1)
+        if emb is not None:
+            return emb[0].detach().clone(), None
+        return None, [(k[0].detach().clone(), v[0].detach().clone()) for k, v in p.past_key_values(1)]
+
+
 def build(backbone, slots: dict[int, object]) -> tuple[nn.Module, Rows]:
     """A copy of the base model (same weight storage) whose wrapped modules are ``MixedLinear``
     over ``slots`` (slot -> TunedModel; slot 0, the base, need not be given)."""
@@ -229,6 +260,7 @@ def build(backbone, slots: dict[int, object]) -> tuple[nn.Module, Rows]:
         mod = MixedLinear(model.get_submodule(name), rows, n_slots)
         mod.fill(layers)
         replace_module(model, name, mod)
+    rows.prompts = {s: prompt_parts(t) for s, t in slots.items() if t.prompt is not None}
     return model, rows
 
 
@@ -246,6 +278,47 @@ class MixedLM(LocalLM):
     def _split_prefix(self, seqs, min_rest=1) -> int:
         return 0                                          # a prefix's KV differs per adapter
 
+    def _batch_inputs(self, rows, prefix, room: int = 0):
+        """The prefill with each row's prompt (module docstring): soft tokens before the row's
+        tokens in ``inputs_embeds``, prefix keys/values in the cache before them."""
+        r = self.rows
+        if prefix or r.idx is None or not (r.present & r.prompts.keys()):
+            return super()._batch_inputs(rows, prefix, room)
+        B, dev = len(rows), self.device
+        parts = [r.prompts.get(s, (None, None)) for s in r.idx.tolist()]
+        n_emb = [0 if e is None else e.shape[0] for e, _ in parts]
+        n_kv = [0 if kv is None else kv[0][0].shape[1] for _, kv in parts]
+        L, K = max(e + len(x) for e, x in zip(n_emb, rows)), max(n_kv)
+        ids, mask = self._left_pad([[0] * e + x for e, x in zip(n_emb, rows)])     # [B, L]: soft slots as 0
+        emb_layer = self.model.get_input_embeddings()
+        x = emb_layer(ids.to(dev))                                                  # [B, L, H]
+        for i, (e, _) in enumerate(parts):
+            if e is not None:
+                a = L - len(rows[i]) - e.shape[0]
+                x[i, a:a + e.shape[0]] = e.to(x.dtype)
+        pos = (torch.tensor(n_kv)[:, None] + mask.cumsum(-1) - 1).clamp(min=0)
+        kv_mask = torch.zeros((B, K), dtype=torch.long)
+        kw = dict(inputs_embeds=x, position_ids=pos.to(dev), use_cache=True)
+        if K:
+            ref = next(kv for _, kv in parts if kv is not None)
+            layers = []
+            for li, (k0, v0) in enumerate(ref):
+                k = torch.zeros((B, k0.shape[0], K, k0.shape[2]), dtype=k0.dtype, device=dev)
+                v = torch.zeros_like(k)
+                for i, (_, kv) in enumerate(parts):
+                    if kv is not None:
+                        k[i, :, K - n_kv[i]:] = kv[li][0]
+                        v[i, :, K - n_kv[i]:] = kv[li][1]
+                layers.append((k, v))
+            for i, n in enumerate(n_kv):
+                if n:
+                    kv_mask[i, K - n:] = 1
+            kw["past_key_values"] = DynamicCache(ddp_cache_data=layers, config=self.model.config)
+        kw["attention_mask"] = torch.cat([kv_mask, mask], 1).to(dev)               # [B, K + L]
+        self.cost.forwards += 1
+        self.cost.prompt_tokens += sum(len(x) for x in rows)
+        return kw
+
     def _follow_rows(self, sel, start: bool = False) -> None:
         src = self.slots if start else self.rows.idx
         sel = torch.as_tensor(sel, dtype=torch.long)
@@ -262,6 +335,11 @@ class MixedLM(LocalLM):
         if len(slots) != len(prompts):
             raise ValueError("generate_mixed: one slot per prompt")
         return self.bind(slots).generate(prompts, **kw)
+
+    def score_mixed(self, contexts, options, slots):
+        if len(slots) != len(contexts):
+            raise ValueError("score_mixed: one slot per context")
+        return self.bind(slots).score(contexts, options)
 
 
 class Mixer:
@@ -292,9 +370,11 @@ class Mixer:
         m = lm.model
         if m is bb.model:
             return True
-        if getattr(m, "method", None) not in MIXABLE or getattr(m, "kind", None) != "decoder":
+        if getattr(m, "kind", None) != "decoder" or m.head is not None or m.token_ids is not None:
             return False
-        if m.prompt is not None or m.head is not None or m.token_ids is not None:
+        if getattr(m, "method", None) in PROMPTS:
+            return self._prompt_ok(m, bb)
+        if m.method not in MIXABLE or m.prompt is not None:
             return False
         layers = adapter_layers(m)
         if not layers:
@@ -311,6 +391,30 @@ class Mixer:
             if layer.base_layer.weight.data_ptr() != w0.data_ptr():
                 return False                             # not over the shared base weights
         return True
+
+    @staticmethod
+    def _prompt_ok(m, bb) -> bool:
+        """A prompt-type adapter: its prompt alone over the base (no wrapped layer, every weight
+        the base's own), in eval mode, with one of the seam's two hooks giving its prefill."""
+        p = m.prompt
+        if p is None or not m._prompt_enabled or not p.n_virtual or adapter_layers(m):
+            return False
+        if any(d.training for d in p.modules()) or any(d.training for d in m.model.modules()):
+            return False                                 # training-mode dropout on the prompt / model
+        mine, base = list(m.model.parameters()), list(bb.model.parameters())
+        if len(mine) != len(base) or any(a.data_ptr() != b.data_ptr() or a.shape != b.shape
+                                         for a, b in zip(mine, base)):
+            return False                                 # not over the shared base weights
+        try:
+            emb, kv = prompt_parts(m)
+        except Exception:
+            return False
+        if emb is not None:
+            return emb.dim() == 2 and emb.shape == (p.n_virtual, bb.model.get_input_embeddings().weight.shape[1])
+        from adaptlab.tuning.prefix import kv_geometry
+
+        L, H_kv, d = kv_geometry(bb.model.config)
+        return kv is not None and len(kv) == L and all(t.shape == (H_kv, p.n_virtual, d) for kt in kv for t in kt)
 
     def engine(self, lms: list) -> tuple[MixedLM, list[int]]:
         """The mixed engine and the slot of each engine in ``lms`` (all ``mixable``)."""

@@ -4,9 +4,10 @@ Batching: the worker takes the oldest job, then every queued job that can share 
 passes -- same engine (adapter) and, for generation, the same sampling parameters -- up to
 ``max_batch`` prompts, and runs them as one ``LocalLM.generate`` (shared prompt prefixes are
 computed once there) or one scoring forward. Generation jobs for the weight-side adapter types
-(LoRA, IA3, bottleneck adapters) and the base share one decode loop: rows of one forward use
-different adapters (``serve.mixed``). Other jobs (prompt-type adapters, scoring) run in turn, one
-group per adapter. A full queue refuses at once (``QueueFull`` -> 429 + Retry-After); a cancelled
+(LoRA, IA3, bottleneck adapters), the prompt-type ones (prefix, prompt tuning, P-tuning, P-tuning
+v2) and the base share one decode loop: rows of one forward use different adapters
+(``serve.mixed``, which lists what does not mix). Other jobs (adapters that do not mix, prompt
+log-probs) run in turn, one group per adapter. A full queue refuses at once (``QueueFull`` -> 429 + Retry-After); a cancelled
 job (client gone) is skipped when its turn comes.
 
 Streaming: a job with ``on_token`` gets ``(row, sample, token_id)`` from inside the decode loop

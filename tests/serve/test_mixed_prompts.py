@@ -1,0 +1,145 @@
+"""Prompt-type adapters in the mixed batch (serve.mixed): prefix / P-tuning v2 rows (per-layer
+keys and values before the row's tokens) and prompt tuning / P-tuning rows (soft tokens before
+them) share one forward with LoRA, IA3, bottleneck and base rows, and every row equals its adapter
+served alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adaptlab.engine import make_lm
+from adaptlab.serve.mixed import Mixer
+from adaptlab.tuning import apply_method, make_config
+from tests.conftest import make_tiny_decoder
+
+# different numbers of virtual tokens per prompt-type adapter, both kinds (soft tokens / prefix KV) twice
+SPECS = [("lora", {"r": 4}), ("ia3", {}), ("adapter", {"m": 8}),
+         ("prompt-tuning", {"num_virtual_tokens": 3, "init": "random"}), ("prefix", {"num_virtual_tokens": 5}),
+         ("p-tuning", {"num_virtual_tokens": 2}), ("p-tuning-v2", {"num_virtual_tokens": 4}),
+         ("prefix", {"num_virtual_tokens": 1, "prefix_projection": False})]
+PROMPTS = ["the cat sat on", "Review: a great movie, really the best one", "0 1 2 3", "The battery is",
+           "Question: Tom has five apples and", "a dog", "Let's think step by step about", "Sentiment: positive",
+           "x", "one two three four five six seven"]
+
+
+def _perturb(tuned, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in tuned.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    return tuned.eval()
+
+
+@pytest.fixture(scope="module")
+def setup():
+    bb = make_tiny_decoder()
+    torch.manual_seed(0)
+    tuned = [_perturb(apply_method(bb, m, make_config(m, v)), i + 1) for i, (m, v) in enumerate(SPECS)]
+    lms = [make_lm(bb, batch_size=16)] + [make_lm(bb, model=t, batch_size=16) for t in tuned]
+    return bb, tuned, lms
+
+
+def _rows(lms, n):
+    return [lms[(i * 2) % len(lms)] for i in range(n)]    # every engine, in no particular order
+
+
+def test_prompt_type_adapters_mix(setup):
+    bb, tuned, lms = setup
+    mixer = Mixer()
+    assert all(mixer.mixable(lm) for lm in lms)
+    mlm, slots = mixer.engine(_rows(lms, len(PROMPTS)))
+    assert mixer.builds == 1 and len(set(slots)) == len(lms)
+    assert len(mlm.rows.prompts) == 5
+
+
+@pytest.mark.parametrize("n,stop", [(1, []), (2, ["e"])])
+def test_mixed_prompt_rows_generate_as_alone(setup, n, stop):
+    bb, tuned, lms = setup
+    row_lms = _rows(lms, len(PROMPTS))
+    mlm, slots = Mixer().engine(row_lms)
+    got = mlm.generate_mixed(PROMPTS, slots, n=n, max_new_tokens=8, temperature=0.0, stop=stop)
+    reasons = mlm.finish_reasons
+    for i, (p, lm) in enumerate(zip(PROMPTS, row_lms)):
+        want = lm.generate([p], n=n, max_new_tokens=8, temperature=0.0, stop=stop)
+        assert got[i] == want[0], (i, lm.model is bb.model or lm.model.method, got[i], want[0])
+        assert reasons[i] == lm.finish_reasons[0]
+    # the prompts do change the output: a prompt row differs from the base on the same prompt
+    base = lms[0].generate(PROMPTS, n=n, max_new_tokens=8, temperature=0.0, stop=stop)
+    assert any(got[i] != base[i] for i, lm in enumerate(row_lms) if getattr(lm.model, "prompt", None) is not None)
+
+
+def test_mixed_prompt_rows_score_as_alone(setup):
+    bb, tuned, lms = setup
+    row_lms = _rows(lms, len(PROMPTS))
+    options = [[" yes", " no", " the end of it"] for _ in PROMPTS]
+    mlm, slots = Mixer().engine(row_lms)
+    got = mlm.score_mixed(PROMPTS, options, slots)
+    worst = 0.0
+    for i, (p, lm) in enumerate(zip(PROMPTS, row_lms)):
+        want = lm.score([p], [options[i]])[0]
+        for g, w in zip(got[i], want):
+            worst = max(worst, abs(g.logprob - w.logprob))
+            assert len(g.token_logprobs) == len(w.token_logprobs)
+    assert worst < 1e-4
+
+
+def test_what_still_does_not_mix():
+    bb = make_tiny_decoder()
+    mixer = Mixer()
+    pre = apply_method(bb, "prefix", make_config("prefix", {"num_virtual_tokens": 2}))
+    assert not mixer.mixable(make_lm(bb, model=pre.train()))          # training-mode: prefix dropout
+    pre2 = apply_method(bb, "prefix", make_config("prefix", {"num_virtual_tokens": 2})).eval()
+    assert mixer.mixable(make_lm(bb, model=pre2))
+    pt = apply_method(bb, "prompt-tuning", make_config("prompt-tuning", {"num_virtual_tokens": 2})).eval()
+    pt.token_ids = [1]                                                # a tokenizer with added tokens
+    assert not mixer.mixable(make_lm(bb, model=pt))
+
+
+def test_server_groups_prompt_and_weight_adapters_into_one_mix(setup, tmp_path):
+    """Saved and loaded (the registry's path), every adapter's requests join one mixed group and
+    each gets what it gets alone."""
+    pytest.importorskip("fastapi")
+    httpx = pytest.importorskip("httpx")
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from adaptlab.serve import ServeConfig
+    from adaptlab.serve.app import make_app
+    from adaptlab.serve.registry import Registry
+    from adaptlab.tuning.io import save_adapter
+    from tests.serve.harness import running_server
+
+    bb, tuned, _ = setup
+    names = []
+    for i, t in enumerate(tuned):
+        save_adapter(tmp_path / f"m{i}", t)
+        names.append(f"m{i}")
+    cfg = ServeConfig(adapters={n: str(tmp_path / n) for n in names}, max_queue=64, max_batch=32)
+    reg = Registry.load(cfg, backbone=bb)
+    app = make_app(reg, cfg)
+    models = names + ["base"]
+    bodies = [{"model": models[i % len(models)], "prompt": p, "max_tokens": 6, "temperature": 0}
+              for i, p in enumerate(PROMPTS * 2)]
+    with running_server(app) as base:
+        url = f"{base}/v1/completions"
+        sched = app.state.scheduler
+        assert all(sched.mixer.mixable(reg.get(reg.resolve(n))) for n in models)
+        groups = []
+        with httpx.Client(timeout=60) as c:
+            alone = [c.post(url, json=b).json()["choices"][0]["text"] for b in bodies]
+            gate = threading.Event()
+            real = sched._run
+            sched._run = lambda group, rows: (gate.wait(10), groups.append(len(group)), real(group, rows))[2]
+            with ThreadPoolExecutor(len(bodies)) as pool:
+                futs = [pool.submit(c.post, url, json=b) for b in bodies]
+                time.sleep(1.0)
+                gate.set()
+                together = [f.result().json()["choices"][0]["text"] for f in futs]
+            sched._run = real
+        assert together == alone
+        # the worker may take the first arrivals before the rest are queued: at most a few groups,
+        # not one per prompt-type adapter
+        assert sum(groups) == len(bodies) and len(groups) <= 3, groups
