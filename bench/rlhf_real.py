@@ -152,7 +152,7 @@ def main() -> None:
     backbone = load_backbone(None)
     t0 = time.perf_counter()
     row = {"what": a.what, "model": backbone.name, "seed": a.seed, "train_limit": a.train_limit,
-           "max_len": a.max_len, "batch_size": a.batch_size, "epochs": a.epochs, "date": "2026-12-02",
+           "max_len": a.max_len, "batch_size": a.batch_size, "epochs": a.epochs, "date": time.strftime("%Y-%m-%d"),
            "torch_threads": torch.get_num_threads()}
     row.update({"rm": run_rm, "dpo": run_dpo, "grpo": run_grpo}[a.what](a, backbone, Path(a.out)))
     row["wall_seconds"] = round(time.perf_counter() - t0, 1)
