@@ -6,6 +6,7 @@ vs plain ICL vs instruction-tuned zero-shot, and Alpaca SFT loss before/after.
     python bench/generalist.py ablation  [--held nli]
     python bench/generalist.py metaicl   [--held nli,topic]
     python bench/generalist.py alpaca
+    python bench/generalist.py table     [--model M]   (markdown tables of the recorded rows: mean ± std over seeds)
     (each with [--model gemma3-270m]: the base decoder; default smollm2-135m-instruct)
 
 Scale (printed with every row): the --model, LoRA r=8, mixture
@@ -83,7 +84,7 @@ def emit(row: dict) -> None:
 def main() -> None:
     global MODEL
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["loco", "ablation", "metaicl", "alpaca"])
+    ap.add_argument("mode", choices=["loco", "ablation", "metaicl", "alpaca", "table"])
     ap.add_argument("--clusters", default="sentiment,nli,topic,acceptability")
     ap.add_argument("--held", default=None)
     ap.add_argument("--seeds", default="0")
@@ -94,6 +95,8 @@ def main() -> None:
     ap.add_argument("--model", default=MODEL, help="smollm2-135m-instruct or gemma3-270m (the base decoder)")
     args = ap.parse_args()
     MODEL = args.model
+    if args.mode == "table":
+        return table(args.model, args.limit)
     seeds = [int(s) for s in args.seeds.split(",")]
     scale = {"model": MODEL, "steps": args.steps, "batch": args.batch,
              "train_limit": args.train_limit, "test_limit": args.limit, "threads": os.environ.get("OMP_NUM_THREADS")}
@@ -128,6 +131,42 @@ def main() -> None:
                   "instruct_zero_shot": score(it["out"], tasks, args.limit), **scale})
     else:
         alpaca(args, tmp, scale)
+
+
+def table(model: str, limit: int) -> None:
+    """The recorded rows of ``model`` at ``--limit`` test examples, as markdown: per held-out task
+    the untuned score and the tuned mean ± std over seeds; the ablation; MetaICL vs ICL."""
+    import statistics
+
+    rows = [json.loads(x) for x in RESULTS.read_text().splitlines() if x.strip()]
+    rows = [r for r in rows if r.get("model") == model and r.get("test_limit") == limit]
+
+    def ms(xs):
+        return f"{statistics.fmean(xs):.4f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.4f}"
+
+    loco = {}
+    for r in (r for r in rows if r["bench"] == "loco"):
+        loco.setdefault(r["held_out"], {})[r["seed"]] = r          # the latest row of a (cluster, seed)
+    print(f"{model}, {limit} test examples\n\n| held-out cluster | task | untuned | tuned (mean ± std) | seeds |")
+    print("| --- | --- | --- | --- | --- |")
+    for c, by_seed in loco.items():
+        runs = list(by_seed.values())
+        for t in runs[0]["untuned"]:
+            print(f"| {c} | {t} | {runs[0]['untuned'][t]:.4f} | {ms([r['tuned'][t] for r in runs])} | "
+                  f"{','.join(str(s) for s in sorted(by_seed))} |")
+    abl = [r for r in rows if r["bench"] == "ablation"]
+    if abl:
+        print("\n| held-out | training clusters | tuned | untuned |\n| --- | --- | --- | --- |")
+        for r in abl:
+            print(f"| {r['held_out']} | {r['n_clusters']} ({', '.join(r['clusters'])}) | "
+                  f"{json.dumps(r['tuned'])} | {json.dumps(r['untuned'])} |")
+    mi = {r["seed"]: r for r in rows if r["bench"] == "metaicl"}
+    if mi:
+        kinds = ["untuned_zero_shot", "plain_icl", "metaicl", "instruct_zero_shot"]
+        print("\n| task | " + " | ".join(kinds) + " | seeds |\n| --- |" + " --- |" * (len(kinds) + 1))
+        for t in next(iter(mi.values()))["plain_icl"]:
+            print(f"| {t} | " + " | ".join(ms([r[k][t] for r in mi.values()]) for k in kinds)
+                  + f" | {','.join(str(s) for s in sorted(mi))} |")
 
 
 def alpaca(args, tmp, scale) -> None:
