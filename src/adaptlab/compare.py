@@ -307,7 +307,7 @@ def _run_generalist(spec: RunSpec, seed: int, backbone, task, test, cfg: Compare
     res = _score_adapter(spec, seed, backbone, backbone, rundir, task, test, strategy, pool, progress)
     return {"metrics": res.metrics, "cost": res.cost, "trainable_params": stats["trainable_params"],
             "adapter_bytes": stats["adapter_bytes"], "train_seconds": stats["train_seconds"], "config": config,
-            "eval_config": config_dict(strategy), "held_out": hold, "train_clusters": trained,
+            "eval_config": {"strategy": GENERALISTS[spec.name], **config_dict(strategy)}, "held_out": hold, "train_clusters": trained,
             "adapter": str(rundir), "train_calls": stats.get("train_calls", 0),
             "train_forwards": stats.get("train_forwards", 0), "train_steps": stats.get("steps", 0),
             "resumed_from_step": stats.get("resumed_from_step", 0),
