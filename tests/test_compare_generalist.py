@@ -126,3 +126,12 @@ def test_generalist_refuses_an_encoder_and_a_mixture_left_empty(tmp_path, mix, t
     with pytest.raises(ConfigError, match="no training cluster is left"):
         compare(cfg(tiny_folder, tasks["toy_c"], f"zero-shot,instruct:mixture={one}"), str(out))
     assert not out.exists()
+
+
+def test_cli_bad_generalist_option_is_one_line_exit_2(tmp_path, tiny_folder, capsys):
+    from conftest import run_cli
+
+    out = tmp_path / "never"
+    assert run_cli(["compare", "--model", tiny_folder, "--runs", "zero-shot,metaicl:k=2:nope=1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "metaicl:k=2:nope=1: unknown key 'nope'" in err and len(err.splitlines()) == 1 and not out.exists()

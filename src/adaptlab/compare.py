@@ -7,10 +7,22 @@ the same train subset and dev split); a prompting run's seed drives its random c
 draws, sampling), a tuning run's seed drives initialisation and batch order. Tuned models are
 scored with the same zero-shot scoring as prompting, so the numbers are comparable.
 
+A generalist run (kind ``generalist``, ``GENERALISTS``) trains on a task mixture instead of the
+task: ``instruct[:mixture=flan-mini][:method=lora][:options]`` (FLAN instruction tuning,
+``train/sft.py``) or ``metaicl[:k=4][:mixture=...][:method=...][:options]`` (MetaICL,
+``train/metaicl.py``), where options are the method's, SFT's or MetaICL's and the training ones.
+The cluster of the mixture entry named like the compared task is held out (FLAN's held-out
+evaluation: the task is never trained on; a task not in the mixture holds nothing out); the record
+says which clusters were trained (``train_clusters``) and held out (``held_out``). The task is then
+scored with its own template: zero-shot after ``instruct``, few-shot with k demonstrations from its
+train split (the run's seed) after ``metaicl``. Like a tuning run, it takes ``--train-limit``,
+``--epochs``, ``--max-steps`` (a cap), ``--batch-size`` and the seeds, and its record has the
+trainable parameters, adapter bytes, seconds, steps and the trainer's resolved config.
+
 ``DIR/results.jsonl`` gets one record per finished run x seed (written atomically, in full, after
 each one). Re-running with the same ``--out`` keeps the finished records and redoes the rest (with
 more ``--seeds``, only the new seeds run);
-an interrupted tuning run continues from its last checkpoint. ``DIR/report.md`` and
+an interrupted tuning or generalist run continues from its last checkpoint. ``DIR/report.md`` and
 ``DIR/report.html`` are rebuilt from the records at the end (``report.py``).
 
 Seconds: a record's ``train_seconds`` (the report's train_s) is the whole training cost of its
@@ -21,8 +33,8 @@ redo (steps kept from an interrupted invocation: the tuner's ``resumed_seconds``
 already run). So ``seconds >= train_seconds`` always, resumed or not.
 
 Progress (stderr): before each run ``[3/5] lora seed=0 (2 done in 95 s, ~150 s left)``, the
-estimate being the mean seconds of this invocation's finished runs of the same kind (prompting or
-tuning; of all runs, and ``or more``, before one of that kind has finished) over the runs left; each run's own bars
+estimate being the mean seconds of this invocation's finished runs of the same kind (prompting,
+tuning or generalist; of all runs, and ``or more``, before one of that kind has finished) over the runs left; each run's own bars
 (``test eval``, ``tune``, ``dev eval``) beneath it; and ``compare: 5 run(s) in 6 min`` at the end.
 """
 
