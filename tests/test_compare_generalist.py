@@ -132,6 +132,7 @@ def test_cli_bad_generalist_option_is_one_line_exit_2(tmp_path, tiny_folder, cap
     from conftest import run_cli
 
     out = tmp_path / "never"
-    assert run_cli(["compare", "--model", tiny_folder, "--runs", "zero-shot,metaicl:k=2:nope=1", "--out", str(out)]) == 2
+    args = ["compare", "--model", tiny_folder, "--runs", "zero-shot,metaicl:k=2:nope=1", "--out", str(out)]
+    assert run_cli(args) == 2
     err = capsys.readouterr().err.strip()
     assert "metaicl:k=2:nope=1: unknown key 'nope'" in err and len(err.splitlines()) == 1 and not out.exists()

@@ -34,8 +34,8 @@ already run). So ``seconds >= train_seconds`` always, resumed or not.
 
 Progress (stderr): before each run ``[3/5] lora seed=0 (2 done in 95 s, ~150 s left)``, the
 estimate being the mean seconds of this invocation's finished runs of the same kind (prompting,
-tuning or generalist; of all runs, and ``or more``, before one of that kind has finished) over the runs left; each run's own bars
-(``test eval``, ``tune``, ``dev eval``) beneath it; and ``compare: 5 run(s) in 6 min`` at the end.
+tuning or generalist; of all runs, and ``or more``, before one of that kind has finished) over the
+runs left; each run's own bars (``test eval``, ``tune``, ``dev eval``) beneath it; and ``compare: 5 run(s) in 6 min`` at the end.
 """
 
 from __future__ import annotations
@@ -319,7 +319,8 @@ def _run_generalist(spec: RunSpec, seed: int, backbone, task, test, cfg: Compare
     res = _score_adapter(spec, seed, backbone, backbone, rundir, task, test, strategy, pool, progress)
     return {"metrics": res.metrics, "cost": res.cost, "trainable_params": stats["trainable_params"],
             "adapter_bytes": stats["adapter_bytes"], "train_seconds": stats["train_seconds"], "config": config,
-            "eval_config": {"strategy": GENERALISTS[spec.name], **config_dict(strategy)}, "held_out": hold, "train_clusters": trained,
+            "eval_config": {"strategy": GENERALISTS[spec.name], **config_dict(strategy)},
+            "held_out": hold, "train_clusters": trained,
             "adapter": str(rundir), "train_calls": stats.get("train_calls", 0),
             "train_forwards": stats.get("train_forwards", 0), "train_steps": stats.get("steps", 0),
             "resumed_from_step": stats.get("resumed_from_step", 0),
