@@ -215,3 +215,27 @@ def test_html_carries_every_fact_of_the_markdown(tmp_path):
     for p in prose:
         assert p in page, p
     assert "counted once" in md and "tokens" in md.split("| status |")[1]      # the column explained under it
+
+
+def test_generalist_rows_count_on_the_tuning_side():
+    """instruct / metaicl runs train an adapter: the verdict and the log-axis plots treat them as tuned
+    (own marker and legend entry), and the report says what each trained on and held out."""
+    import matplotlib.pyplot as plt
+
+    from adaptlab.report import markdown_report, verdict
+
+    g = rec("metaicl:k=2", "metaicl", "generalist", 0, 0.95, params=50_000, nbytes=200_000)
+    g.update(held_out=["sentiment"], train_clusters=["nli", "topic"], config={"mixture": {"name": "flan-mini"}},
+             eval_config={"strategy": "few-shot", "k": 2})
+    recs = RECORDS[:2] + [g]
+    rows = summarize(recs)
+    said = " ".join(verdict(rows))
+    assert "**metaicl:k=2** is 30.0 points above the best prompt" in said and "50,000 trained parameters" in said
+    fig = _figs(recs)["metric_vs_params"]
+    labels = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert any(lab.startswith("generalist") for lab in labels) and len(fig.axes) == 2   # the strip + the log axis
+    plt.close("all")
+    md = markdown_report(rows, {"task": "sst2", "model": "m", "seeds": 1}, [])
+    assert "| metaicl:k=2 | generalist |" in md and "## Generalist runs" in md
+    assert ("**metaicl:k=2**: trained on mixture flan-mini (clusters: nli, topic), held out: sentiment; "
+            "scored few-shot k=2") in md

@@ -348,7 +348,10 @@ def merge_cmd(adapter, out, model, as_json) -> None:
 @click.option("--task", default="reviews", show_default=True, help="Built-in task name or a task YAML file.")
 @click.option("--model", default=None, help="Model for every run (default: smollm2-135m-instruct).")
 @click.option("--runs", default=None, help="Comma-separated runs, options after colons: "
-              "\"zero-shot,few-shot:k=8,lora:r=8\" (default: a mix of prompting and tuning).")
+              "\"zero-shot,few-shot:k=8,lora:r=8\" (default: a mix of prompting and tuning); generalist "
+              "runs train on a mixture with the task's cluster held out, then score the task: "
+              "instruct[:mixture=flan-mini][:method=lora] (zero-shot), metaicl[:k=4][:mixture=...] (few-shot; "
+              "k demonstrations must fit max_seq_len, e.g. metaicl:k=2:max_seq_len=512).")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Seeds per run.")
 @click.option("--out", default=None, help="Output folder (default: runs/compare-<task>); re-use it to resume.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Test examples (first N).")
@@ -361,7 +364,8 @@ def merge_cmd(adapter, out, model, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def compare_cmd(task, model, runs, seeds, out, limit, data, train_limit, epochs, max_steps, batch_size,
                 as_json) -> None:
-    """Run prompting strategies and tuning methods on one task; write results and a report."""
+    """Run prompting strategies, tuning methods and generalist (mixture-trained) runs on one task; write
+    results and a report."""
     from adaptlab.compare import DEFAULT_RUNS, CompareConfig, compare
     from adaptlab.errors import ResultsNotWritten
     from adaptlab.report import COLUMNS, _display_rows, format_table, summarize

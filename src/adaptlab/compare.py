@@ -7,10 +7,22 @@ the same train subset and dev split); a prompting run's seed drives its random c
 draws, sampling), a tuning run's seed drives initialisation and batch order. Tuned models are
 scored with the same zero-shot scoring as prompting, so the numbers are comparable.
 
+A generalist run (kind ``generalist``, ``GENERALISTS``) trains on a task mixture instead of the
+task: ``instruct[:mixture=flan-mini][:method=lora][:options]`` (FLAN instruction tuning,
+``train/sft.py``) or ``metaicl[:k=4][:mixture=...][:method=...][:options]`` (MetaICL,
+``train/metaicl.py``), where options are the method's, SFT's or MetaICL's and the training ones.
+The cluster of the mixture entry named like the compared task is held out (FLAN's held-out
+evaluation: the task is never trained on; a task not in the mixture holds nothing out); the record
+says which clusters were trained (``train_clusters``) and held out (``held_out``). The task is then
+scored with its own template: zero-shot after ``instruct``, few-shot with k demonstrations from its
+train split (the run's seed) after ``metaicl``. Like a tuning run, it takes ``--train-limit``,
+``--epochs``, ``--max-steps`` (a cap), ``--batch-size`` and the seeds, and its record has the
+trainable parameters, adapter bytes, seconds, steps and the trainer's resolved config.
+
 ``DIR/results.jsonl`` gets one record per finished run x seed (written atomically, in full, after
 each one). Re-running with the same ``--out`` keeps the finished records and redoes the rest (with
 more ``--seeds``, only the new seeds run);
-an interrupted tuning run continues from its last checkpoint. ``DIR/report.md`` and
+an interrupted tuning or generalist run continues from its last checkpoint. ``DIR/report.md`` and
 ``DIR/report.html`` are rebuilt from the records at the end (``report.py``).
 
 Seconds: a record's ``train_seconds`` (the report's train_s) is the whole training cost of its
@@ -21,9 +33,9 @@ redo (steps kept from an interrupted invocation: the tuner's ``resumed_seconds``
 already run). So ``seconds >= train_seconds`` always, resumed or not.
 
 Progress (stderr): before each run ``[3/5] lora seed=0 (2 done in 95 s, ~150 s left)``, the
-estimate being the mean seconds of this invocation's finished runs of the same kind (prompting or
-tuning; of all runs, and ``or more``, before one of that kind has finished) over the runs left; each run's own bars
-(``test eval``, ``tune``, ``dev eval``) beneath it; and ``compare: 5 run(s) in 6 min`` at the end.
+estimate being the mean seconds of this invocation's finished runs of the same kind (prompting,
+tuning or generalist; of all runs, and ``or more``, before one of that kind has finished) over the
+runs left; each run's own bars (``test eval``, ``tune``, ``dev eval``) beneath it; and ``compare: 5 run(s) in 6 min`` at the end.
 """
 
 from __future__ import annotations
@@ -73,18 +85,71 @@ class CompareConfig:
 @dataclass
 class RunSpec:
     label: str                       # as the user wrote it, e.g. "lora:r=8"
-    name: str                        # strategy or method name
-    kind: str                        # "prompt" | "tune"
+    name: str                        # strategy, method or generalist trainer name
+    kind: str                        # "prompt" | "tune" | "generalist"
     sets: dict = field(default_factory=dict)
 
 
-def parse_runs(text: str) -> list[RunSpec]:
+# Generalist runs: trained on a task mixture with the compared task's cluster held out, then scored
+# on the task with this strategy (MetaICL: few-shot with its k, what it meta-trains for).
+GENERALISTS = {"instruct": "zero-shot", "metaicl": "few-shot"}
+DEFAULT_MIXTURE = "flan-mini"
+
+
+def held_out_of(mix, task) -> tuple[list[str], list[str]]:
+    """(held-out clusters, training clusters) of a generalist run on ``task``: the cluster of the
+    mixture entry named like the task is held out; a task not in the mixture holds nothing out."""
+    from adaptlab.tasks.mixture import select
+
+    hold = [e.cluster for e in mix.tasks if e.task.name == task.name][:1]
+    entries = select(mix, hold)          # nothing left after holding it out: a ConfigError
+    return hold, list(dict.fromkeys(e.cluster for e in entries))
+
+
+def _check_generalist(item: str, name: str, sets: dict, task=None, model_kind=None) -> None:
+    """A generalist run's options (``mixture``, ``method``, then the method's, SFT/MetaICL and
+    training options) built into their configs; with ``task``, its held-out split; with
+    ``model_kind`` (a callable), that the model is a decoder."""
+    from adaptlab.tasks.mixture import load_mixture
+    from adaptlab.train.metaicl import MetaICLConfig
+    from adaptlab.train.sft import SFTConfig
+    from adaptlab.train.tune import build_configs
+    from adaptlab.tuning import METHODS
+
+    rest = dict(sets)
+    method, mixture = rest.pop("method", "lora"), rest.pop("mixture", DEFAULT_MIXTURE)
+    if method not in METHODS:
+        raise ConfigError(f"--runs {item}: unknown method {method!r}; methods: {', '.join(METHODS)}")
+    try:
+        build_configs(method, rest, {}, SFTConfig if name == "instruct" else MetaICLConfig, f"{name} option")
+        mix = load_mixture(mixture)
+        if task is not None:
+            held_out_of(mix, task)
+    except ConfigError as e:
+        why = str(e).removeprefix("--set: ")
+        raise ConfigError(f"--runs {item}: {why}" + ("; run keys: mixture, method" if "unknown key" in why else "")) \
+            from None
+    except UserError as e:            # a mixture that is not there or does not parse
+        raise ConfigError(f"--runs {item}: mixture {e}") from None
+    if model_kind is not None and model_kind() != "decoder":
+        raise ConfigError(f"--runs {item}: the model is an encoder; {name} trains a decoder")
+
+
+def parse_runs(text: str, *, task=None, model_kind=None) -> list[RunSpec]:
     """``"zero-shot,few-shot:k=8:selection=balanced,lora:r=8"`` -> RunSpecs, each checked (its
-    options are built into its config) before anything runs."""
+    options are built into its config) before anything runs. ``task`` (a Task) and ``model_kind``
+    (a callable returning ``decoder`` | ``encoder``, called once, only for a generalist run) add
+    the checks that need them."""
     from adaptlab.prompting import STRATEGIES, make_strategy
     from adaptlab.tuning import METHODS
 
-    specs, seen = [], set()
+    specs, seen, known = [], set(), {}
+
+    def kind() -> str:                   # the model's kind, asked once
+        if "kind" not in known:
+            known["kind"] = model_kind()
+        return known["kind"]
+
     for item in [s.strip() for s in text.split(",")]:
         if not item:
             raise ConfigError(f"--runs {text!r}: empty run name (two commas, or a trailing comma)")
@@ -110,10 +175,14 @@ def parse_runs(text: str) -> list[RunSpec]:
             build_config(METHODS[method].Config, mvals, where=f"--runs {item}")
             build_config(TrainConfig, tvals, where=f"--runs {item}")
             specs.append(RunSpec(item, name, "tune", sets))
+        elif name in GENERALISTS:
+            _check_generalist(item, name, sets, task, model_kind and kind)
+            specs.append(RunSpec(item, name, "generalist", sets))
         else:
             raise ConfigError(f"--runs: unknown run {name!r}; prompting: {', '.join(STRATEGIES)}; "
                               f"tuning: {', '.join(METHODS)} (optionally after stages: "
-                              f"{', '.join(s + '+' for s in stages.STAGES)})")
+                              f"{', '.join(s + '+' for s in stages.STAGES)}); generalist: "
+                              f"{', '.join(GENERALISTS)} (trained on a mixture, the task's cluster held out)")
     return specs
 
 
@@ -164,14 +233,29 @@ def _run_prompt(spec: RunSpec, seed: int, backbone, task, test, pool_loader, pro
             "train_steps": 0}
 
 
-def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig, rundir: Path,
-              loaded: dict, progress: bool = True) -> dict:
+def _score_adapter(spec: RunSpec, seed: int, backbone, body, rundir: Path, task, test, strategy, pool,
+                   progress: bool):
+    """The adapter in ``rundir`` on ``body`` (the base, or a stage's body, in memory: no reload
+    from disk), scored on the test examples with ``strategy``, as every run is."""
     from adaptlab.engine import make_lm
     from adaptlab.evaluate import evaluate
     from adaptlab.progress import bar
+    from adaptlab.tuning.io import load_adapter
+
+    body, tuned = load_adapter(rundir, backbone=body)
+    lm = make_lm(body, model=tuned, truncate=task.truncate)
+    b = bar(len(test), f"test eval {spec.label} seed={seed}", enabled=progress, leave=False)
+    try:
+        return evaluate(lm, task, strategy, test, model_name=backbone.name, split="test", pool=pool,
+                        progress=b.update if progress else None)
+    finally:
+        b.close()
+
+
+def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig, rundir: Path,
+              loaded: dict, progress: bool = True) -> dict:
     from adaptlab.prompting import make_strategy
     from adaptlab.train import tune
-    from adaptlab.tuning.io import load_adapter
 
     staged, method = stages.split_name(spec.name)
     scfg, sets = stages.check_run(spec.label, staged, method, dict(spec.sets))
@@ -188,14 +272,7 @@ def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig
     resume = (rundir / "tune_config.json").exists()
     stats = tune(task.path or task.name, method, out=str(rundir), sets=sets, resume=resume, data=cfg.data,
                  backbone=body, progress=progress, init=prep["init"], vocab=prep["vocab"])
-    body, tuned = load_adapter(rundir, backbone=body)      # the base in memory: no reload from disk
-    lm = make_lm(body, model=tuned, truncate=task.truncate)
-    b = bar(len(test), f"test eval {spec.label} seed={seed}", enabled=progress, leave=False)
-    try:
-        res = evaluate(lm, task, make_strategy("zero-shot"), test, model_name=backbone.name, split="test",
-                       progress=b.update if progress else None)
-    finally:
-        b.close()
+    res = _score_adapter(spec, seed, backbone, body, rundir, task, test, make_strategy("zero-shot"), None, progress)
     rec = {"metrics": res.metrics, "cost": res.cost, "trainable_params": stats["trainable_params"],
            "adapter_bytes": stats["adapter_bytes"], "train_seconds": round(stats["train_seconds"] + prep["seconds"], 2),
            "config": {"method_config": stats["method_config"], "train_config": stats["train_config"]},
@@ -209,6 +286,45 @@ def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig
         rec["stages"] = prep["stages"]
         rec["config"]["stage_config"] = prep["config"]
     return rec
+
+
+def _run_generalist(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig, rundir: Path, pool_loader,
+                    progress: bool = True) -> dict:
+    """Train ``instruct`` or ``metaicl`` on the run's mixture minus ``task``'s cluster (FLAN's
+    held-out evaluation: the task is never trained on), then score ``task`` with its own template:
+    zero-shot after instruction tuning, few-shot with k train demonstrations after MetaICL."""
+    from adaptlab.prompting import make_strategy
+    from adaptlab.tasks.mixture import load_mixture
+    from adaptlab.train.metaicl import metaicl
+    from adaptlab.train.sft import instruct
+
+    sets = dict(spec.sets)
+    method, mixture = sets.pop("method", "lora"), sets.pop("mixture", DEFAULT_MIXTURE)
+    hold, trained = held_out_of(load_mixture(mixture), task)
+    # compare's budget, as for a tuning run (--max-steps a cap; a run's own options still override)
+    tv = {"seed": seed, "train_limit": cfg.train_limit, "epochs": cfg.epochs, "step_cap": cfg.max_steps,
+          "batch_size": cfg.batch_size}
+    for k, v in tv.items():
+        if v is not None:
+            sets.setdefault(k, v)
+    trainer = instruct if spec.name == "instruct" else metaicl
+    stats = trainer(out=str(rundir), mixture=mixture, hold_out=hold, method=method, sets=sets, backbone=backbone,
+                    resume=(rundir / f"{spec.name}_config.json").exists(), progress=progress)
+    config = json.loads((rundir / f"{spec.name}_config.json").read_text())
+    strategy = make_strategy(GENERALISTS[spec.name])
+    pool = None
+    if spec.name == "metaicl":
+        strategy = make_strategy("few-shot", {"k": config["metaicl_config"]["k"], "seed": seed})
+        pool = pool_loader()
+    res = _score_adapter(spec, seed, backbone, backbone, rundir, task, test, strategy, pool, progress)
+    return {"metrics": res.metrics, "cost": res.cost, "trainable_params": stats["trainable_params"],
+            "adapter_bytes": stats["adapter_bytes"], "train_seconds": stats["train_seconds"], "config": config,
+            "eval_config": {"strategy": GENERALISTS[spec.name], **config_dict(strategy)},
+            "held_out": hold, "train_clusters": trained,
+            "adapter": str(rundir), "train_calls": stats.get("train_calls", 0),
+            "train_forwards": stats.get("train_forwards", 0), "train_steps": stats.get("steps", 0),
+            "resumed_from_step": stats.get("resumed_from_step", 0),
+            "seconds_before": round(stats.get("resumed_seconds", 0.0), 2)}
 
 
 def _secs(s: float) -> str:
@@ -239,13 +355,13 @@ def compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dict
 
 def _compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dict]:
     from adaptlab.data import load_split
-    from adaptlab.models import load_backbone, resolve_name
+    from adaptlab.models import kind_of_ref, load_backbone, resolve_name
     from adaptlab.outputs import holds_files
     from adaptlab.report import write_report
     from adaptlab.tasks import load_task
 
     task = load_task(cfg.task)
-    specs = parse_runs(cfg.runs)
+    specs = parse_runs(cfg.runs, task=task, model_kind=lambda: kind_of_ref(cfg.model))
     outp = Path(out)
     settings = {k: v for k, v in config_dict(cfg).items() if k != "runs"}
     settings["model"] = resolve_name(cfg.model)
@@ -291,6 +407,9 @@ def _compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dic
         try:
             if spec.kind == "prompt":
                 rec.update(_run_prompt(spec, seed, backbone, task, test, pool_loader, progress))
+            elif spec.kind == "generalist":
+                rec.update(_run_generalist(spec, seed, backbone, task, test, cfg,
+                                           outp / "runs" / f"{_safe(spec.label)}-seed{seed}", pool_loader, progress))
             else:
                 rec.update(_run_tune(spec, seed, backbone, task, test, cfg,
                                      outp / "runs" / f"{_safe(spec.label)}-seed{seed}", loaded, progress))

@@ -48,6 +48,10 @@ def _numeric(s: str) -> bool:
 
 # --------------------------------------------------------------------------- compare reports
 
+# Row kinds that train an adapter (the tuning side of the verdict and plots): a tuning method on
+# the task, and a generalist (instruct / metaicl) trained on a mixture with the task's cluster held out.
+TRAINED = ("tune", "generalist")
+
 COLUMNS = ["run", "kind", "metric", "mean", "std", "seeds", "trainable_params", "adapter_bytes", "train_s",
            "train_calls", "train_forwards", "eval_s", "calls", "tokens", "status"]
 
@@ -62,6 +66,11 @@ def summarize(recs: list[dict]) -> list[dict]:
         row = {"run": run, "kind": rs[0]["kind"], "seeds": len(ok), "status": "ok" if len(ok) == len(rs) else "failed"}
         if ok and ok[0].get("stages"):
             row["stages"] = ok[0]["stages"]
+        if ok and rs[0]["kind"] == "generalist":
+            ev = ok[0].get("eval_config") or {}
+            row.update(mixture=(ok[0].get("config") or {}).get("mixture", {}).get("name"),
+                       held_out=ok[0].get("held_out", []), train_clusters=ok[0].get("train_clusters", []),
+                       scored=ev.get("strategy", "zero-shot") + (f" k={ev['k']}" if ev.get("k") else ""))
         if ok:
             metric = ok[0]["metric"]
             vals = [r["metrics"][metric] for r in ok]
@@ -164,6 +173,12 @@ PLOT_ALT = {
 
 PROMPT_STYLE = {"fmt": "s", "color": "tab:orange", "label": "prompting (nothing trained or stored)"}
 TUNE_STYLE = {"fmt": "o", "color": "tab:blue", "label": "tuning"}
+GENERALIST_STYLE = {"fmt": "D", "color": "tab:green", "label": "generalist (mixture-trained, task held out)"}
+
+
+def _style(r: dict) -> dict:
+    return (PROMPT_STYLE if r["kind"] not in TRAINED else GENERALIST_STYLE if r["kind"] == "generalist"
+            else TUNE_STYLE)
 
 
 def _n_by_run(recs: list[dict]) -> dict[str, int]:
@@ -300,9 +315,9 @@ def figures(rows: list[dict], recs: list[dict], n_labels: int = 0) -> dict:
 def _quality_vs(plt, Line2D, ok, n_of, key, xlabel, title, metric, chance):
     """Quality against a cost on a log axis for the tuning runs, with the prompting runs (0 of
     that cost, which a log axis cannot show) in a shaded strip of their own on the left."""
-    prompt = [r for r in ok if r["kind"] != "tune"]
-    tune = [r for r in ok if r["kind"] == "tune" and (r[key] or 0) > 0]
-    prompt += [r for r in ok if r["kind"] == "tune" and not (r[key] or 0) > 0]     # 0 of it: the strip too
+    prompt = [r for r in ok if r["kind"] not in TRAINED]
+    tune = [r for r in ok if r["kind"] in TRAINED and (r[key] or 0) > 0]
+    prompt += [r for r in ok if r["kind"] in TRAINED and not (r[key] or 0) > 0]     # 0 of it: the strip too
     from matplotlib.ticker import NullFormatter
 
     fig = plt.figure(figsize=(6.4, 4.6))
@@ -328,7 +343,7 @@ def _quality_vs(plt, Line2D, ok, n_of, key, xlabel, title, metric, chance):
     if ap is not None:
         ap.set_facecolor("#f3f3f3")
         for r in prompt:
-            style = PROMPT_STYLE if r["kind"] != "tune" else TUNE_STYLE
+            style = _style(r)
             ap.errorbar([0], [r["mean"]], yerr=[_err(r["mean"], r["std"], r["seeds"], n_of.get(r["run"]))],
                         fmt=style["fmt"], color=style["color"], capsize=3)
         ap.set_xlim(-0.2, 1.0)
@@ -338,7 +353,7 @@ def _quality_vs(plt, Line2D, ok, n_of, key, xlabel, title, metric, chance):
     if at is not None:
         for r in tune:
             at.errorbar([r[key]], [r["mean"]], yerr=[_err(r["mean"], r["std"], r["seeds"], n_of.get(r["run"]))],
-                        fmt=TUNE_STYLE["fmt"], color=TUNE_STYLE["color"], capsize=3)
+                        fmt=_style(r)["fmt"], color=_style(r)["color"], capsize=3)
         at.set_xscale("log")
         xs = [r[key] for r in tune]                  # whole decades: a major tick at both ends, no minor labels
         at.set_xlim(10 ** math.floor(math.log10(min(xs) / 3)), 10 ** math.ceil(math.log10(max(xs) * 3)))
@@ -349,7 +364,9 @@ def _quality_vs(plt, Line2D, ok, n_of, key, xlabel, title, metric, chance):
     seeds = [r["seeds"] for r in ok]
     ns = [n for n in n_of.values() if n]
     handles = [Line2D([], [], marker=s["fmt"], color=s["color"], ls="", label=s["label"])
-               for s, rs in ((PROMPT_STYLE, [r for r in prompt if r["kind"] != "tune"]), (TUNE_STYLE, tune)) if rs]
+               for s, rs in ((PROMPT_STYLE, [r for r in prompt if r["kind"] not in TRAINED]),
+                             (TUNE_STYLE, [r for r in tune if r["kind"] == "tune"]),
+                             (GENERALIST_STYLE, [r for r in tune if r["kind"] == "generalist"])) if rs]
     if chance:
         handles.append(Line2D([], [], ls=":", color="0.4", label=f"chance ({chance:.2g})"))
     fig.suptitle(title + "\n" + _err_label(seeds, min(ns) if ns else None), fontsize=FONT + 1)
@@ -435,7 +452,7 @@ def verdict(rows: list[dict]) -> list[str]:
     metric = ok[0]["metric"]
     best = max(ok, key=lambda r: r["mean"])
     prompt = max((r for r in ok if r["kind"] == "prompt"), key=lambda r: r["mean"], default=None)
-    tune = max((r for r in ok if r["kind"] == "tune"), key=lambda r: r["mean"], default=None)
+    tune = max((r for r in ok if r["kind"] in TRAINED), key=lambda r: r["mean"], default=None)
     out = [f"Best: **{best['run']}** ({metric} {best['mean']:.4f})."]
     if prompt and tune:
         gap = 100 * (tune["mean"] - prompt["mean"])
@@ -447,7 +464,7 @@ def verdict(rows: list[dict]) -> list[str]:
         else:
             out.append(f"Prompting is enough here: **{prompt['run']}** ({prompt['mean']:.4f}) matches or beats the "
                        f"best tuned run (**{tune['run']}**, {tune['mean']:.4f}) with no training and nothing to store.")
-        near = [r for r in ok if r["kind"] == "tune" and r["mean"] >= best["mean"] - 0.01]
+        near = [r for r in ok if r["kind"] in TRAINED and r["mean"] >= best["mean"] - 0.01]
         cheap = min(near, key=lambda r: r["adapter_bytes"], default=None)
         if cheap and cheap["run"] != best["run"]:
             out.append(f"Within 1 point of the best, the smallest on disk is **{cheap['run']}** "
@@ -481,8 +498,25 @@ def stage_lines(rows: list[dict]) -> list[str]:
 
 def _steps_run(rows: list[dict]) -> str:
     """What the tuning runs did: " (steps run: lora:r=8 20, head 13)" (the mean over seeds)."""
-    tuned = [r for r in rows if r.get("kind") == "tune" and "train_steps" in r]
+    tuned = [r for r in rows if r.get("kind") in TRAINED and "train_steps" in r]
     return (" (steps run: " + ", ".join(f"{r['run']} {r['train_steps']}" for r in tuned) + ")") if tuned else ""
+
+
+def generalist_lines(rows: list[dict]) -> list[str]:
+    """One line per generalist run: what it trained on, what it held out, how it was scored."""
+    out = []
+    for r in rows:
+        if r.get("kind") == "generalist" and "mixture" in r:
+            held = ", ".join(r["held_out"]) or "nothing (the task is not in the mixture)"
+            out.append(f"- **{r['run']}**: trained on mixture {r['mixture']} (clusters: "
+                       f"{', '.join(r['train_clusters'])}), held out: {held}; scored {r['scored']} with the "
+                       "task's own template")
+    return out
+
+
+GENERALIST_NOTE = ("Trained on a task mixture without the compared task's cluster (FLAN's held-out evaluation: "
+                   "the task is never trained on); their trainable_params, adapter_bytes and train_s count on the "
+                   "tuning side.")
 
 
 TOKENS_NOTE = ("**tokens**: the prompt tokens the model actually ran, plus any it generated. A prefix that a "
@@ -525,6 +559,9 @@ def markdown_report(rows: list[dict], settings: dict, plots: list[str]) -> str:
     staged = stage_lines(rows)
     if staged:
         lines += ["", "## Stages before tuning", "", STAGES_NOTE, ""] + staged
+    general = generalist_lines(rows)
+    if general:
+        lines += ["", "## Generalist runs", "", GENERALIST_NOTE, ""] + general
     failed = [r for r in rows if r.get("error")]
     if failed:
         lines += ["", "## Failed runs", ""]
@@ -560,6 +597,7 @@ def html_report(rows: list[dict], settings: dict, plots: dict[str, bytes]) -> st
         body += f"<tr{cls}>" + "".join(f"<td>{html.escape(str(r.get(c, '-')))}</td>" for c in COLUMNS) + "</tr>\n"
     errors = "".join("<li>" + _inline(f"**{r['run']}**: {r['error']}") + "</li>" for r in rows if r.get("error"))
     staged = "".join(f"<li>{_inline(line[2:])}</li>" for line in stage_lines(rows))
+    general = "".join(f"<li>{_inline(line[2:])}</li>" for line in generalist_lines(rows))
     imgs = ""
     for name, png in plots.items():
         w, h = _png_size(png)
@@ -595,6 +633,7 @@ img {{ max-width: 100%; height: auto; border: 1px solid #eee; }}
 {body}</tbody></table></div>
 <p class="note" id="columns">{_inline(TOKENS_NOTE)}</p>
 {('<h2>Stages before tuning</h2><p>' + html.escape(STAGES_NOTE) + '</p><ul>' + staged + '</ul>') if staged else ''}
+{('<h2>Generalist runs</h2><p>' + html.escape(GENERALIST_NOTE) + '</p><ul>' + general + '</ul>') if general else ''}
 {('<h2>Failed runs</h2><ul>' + errors + '</ul>') if errors else ''}
 {'<h2>Plots</h2>' if plots else ''}
 {('<p id="calls">' + html.escape(calls) + '</p>') if plots and calls else ''}
