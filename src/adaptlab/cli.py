@@ -351,7 +351,7 @@ def merge_cmd(adapter, out, model, as_json) -> None:
               "\"zero-shot,few-shot:k=8,lora:r=8\" (default: a mix of prompting and tuning); generalist "
               "runs train on a mixture with the task's cluster held out, then score the task: "
               "instruct[:mixture=flan-mini][:method=lora] (zero-shot), metaicl[:k=4][:mixture=...] (few-shot; "
-              "k demonstrations must fit max_seq_len, e.g. metaicl:k=2:max_seq_len=512).")
+              "k demonstrations must fit max_seq_len, 512 by default for metaicl).")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Seeds per run.")
 @click.option("--out", default=None, help="Output folder (default: runs/compare-<task>); re-use it to resume.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Test examples (first N).")

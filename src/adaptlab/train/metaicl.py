@@ -9,8 +9,9 @@ few-shot demonstration format of ``prompting/few_shot.py`` (the task's template,
 and sep the task's demonstration separator -- exactly what ``adaptlab eval --prompt few-shot:k=K``
 sends -- and the loss on y_{k+1}'s tokens only (the completion-only loss of ``train/sft.py``).
 Demonstrations are drawn with the run's seed. Nothing is truncated: an example whose k
-demonstrations and input do not fit ``max_seq_len`` is an error that says how many tokens it needs
-(lower k, or raise max_seq_len), raised before anything is written.
+demonstrations and input do not fit ``max_seq_len`` (default 512 here, where the other trainers
+take 128: k demonstrations need the room) is an error that says how many tokens it needs (lower k,
+or raise max_seq_len), raised before anything is written.
 
 Training tasks come from a mixture minus held-out clusters (``tasks.mixture.select``); the mixture's
 cap and mixing rule choose the queries. ``metaicl(...)`` is the API behind ``adaptlab metaicl``.
@@ -79,6 +80,9 @@ class MetaICL(Objective):
         return target_loss(model, batch)
 
 
+MAX_SEQ_LEN = 512
+
+
 def metaicl(*, out: str, mixture: str, hold_out: list[str] | None = None, clusters: list[str] | None = None,
             method: str = "lora", model: str | None = None, sets: dict | None = None, resume: bool = False,
             progress: bool = True, backbone=None, **train_values) -> dict:
@@ -90,6 +94,7 @@ def metaicl(*, out: str, mixture: str, hold_out: list[str] | None = None, cluste
     from adaptlab.train.sft import run_generalist
     from adaptlab.train.tune import build_configs, prepare_out, train_subset
 
+    sets = {"max_seq_len": MAX_SEQ_LEN, **(sets or {})}          # k demonstrations + the input need the room
     m, mcfg, kcfg, tcfg = build_configs(method, sets, train_values, MetaICLConfig, "--set")
     mix = load_mixture(mixture)
     entries = select(mix, list(hold_out or []), list(clusters or []) or None)
