@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--max-batch", type=int, default=16, help="the server's rows per forward (adaptlab serve's default 16)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the three phases; report each one's median")
     ap.add_argument("--adapters", choices=["all", "weight"], default="all")
     ap.add_argument("--out", default=None, help="default bench/results/serve_mixed[_weight].json")
@@ -107,7 +108,7 @@ def main() -> None:
     adapters = make_adapters(bb, root, METHODS if a.adapters == "all" else WEIGHT)
     a.out = a.out or f"bench/results/serve_mixed{'' if a.adapters == 'all' else '_weight'}.json"
     url, server, th, reg = start_server(bb, ServeConfig(adapters=adapters, adapter_roots=[str(root)],
-                                                      max_queue=1024, max_batch=16))
+                                                      max_queue=1024, max_batch=a.max_batch))
     names = list(adapters) + ["base"]
     prompts = [PROMPTS[i % len(PROMPTS)] + f" (#{i})" for i in range(a.requests)]
     body = {"max_tokens": a.tokens, "temperature": 0}
@@ -138,7 +139,7 @@ def main() -> None:
     wall, toks = peft_anchor(bb, prompts, a.tokens)
     res["peft_adapter_names"] = {"wall_s": round(wall, 2), "tokens": toks, "tokens_per_s": round(toks / wall, 1)}
     print("peft", res["peft_adapter_names"], flush=True)
-    doc = {"model": a.model, "requests": a.requests, "tokens": a.tokens, "rounds": a.rounds, "adapters": len(adapters),
+    doc = {"model": a.model, "requests": a.requests, "tokens": a.tokens, "rounds": a.rounds, "max_batch": a.max_batch, "adapters": len(adapters),
            "adapter_types": sorted({n.rsplit("-", 1)[0] for n in adapters}),
            "adapters_mixed_per_row": mixable, **res,
            "mixed_over_base": round(res["mixed"]["wall_s"] / res["base"]["wall_s"], 3),
