@@ -152,3 +152,31 @@ def _restore_thread_policy():
             os.environ[k] = v
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
+
+
+TOY_SENT = ["a fine film", "an awful mess", "great cast", "boring plot", "lovely story", "dull and slow"]
+
+
+def toy_mixture(tmp_path, monkeypatch, tasks: dict, templates: dict | None = None, test_split: bool = True):
+    """A tiny user mixture for the generalist tests. ``tasks``: name -> (cluster or None, label 0,
+    label 1); a task with cluster None gets data and a YAML but is not in the mixture. Writes
+    ``<name>.yaml`` and ``data/<name>/train.jsonl`` (+ ``test.jsonl``), points ``ADAPTLAB_DATA_DIR``
+    at the data, and returns (mixture path, {name: task YAML path})."""
+    import json
+
+    data, paths = tmp_path / "data", {}
+    for name, (_, a, b) in tasks.items():
+        (data / name).mkdir(parents=True)
+        rows = [{"text": f"{s} {i}", "label": (a, b)[i % 2]} for i, s in enumerate(TOY_SENT * 2)]
+        for split in ("train", "test") if test_split else ("train",):
+            (data / name / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        paths[name] = tmp_path / f"{name}.yaml"
+        paths[name].write_text(f"name: {name}\nschema: classification\nlabels: [{a}, {b}]\n"
+                               "template: \"Text: {text}\\nLabel:\"\n")
+    monkeypatch.setenv("ADAPTLAB_DATA_DIR", str(data))
+    p = tmp_path / "mix.yaml"
+    default = ["{text} is {options}?", "Say: {text}"]
+    p.write_text("name: toy\ncap: 8\ntasks:\n" + "".join(
+        f"  - {{task: {name}.yaml, cluster: {c}, templates: {json.dumps((templates or {}).get(name, default))}}}\n"
+        for name, (c, _, _) in tasks.items() if c is not None))
+    return str(p), {k: str(v) for k, v in paths.items()}

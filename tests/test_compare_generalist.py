@@ -1,37 +1,22 @@
 """Generalist runs in ``adaptlab compare``: ``instruct`` and ``metaicl`` trained on a tiny mixture
 with the compared task's cluster held out, scored on the task, reported, resumed."""
 
-import json
-
 import pytest
 
 from adaptlab.compare import CompareConfig, compare, load_results, parse_runs
 from adaptlab.errors import ConfigError
+from conftest import toy_mixture
 
-SENT = ["a fine film", "an awful mess", "great cast", "boring plot", "lovely story", "dull and slow"]
+TEMPLATES = {"toy_a": ["{text} is {options}?", "Say: {text}"], "toy_b": ["{text} ({options})"], "toy_c": ["Q {text} A"]}
 
 
 @pytest.fixture
 def mix(tmp_path, monkeypatch):
     """Tasks toy_a (cluster one), toy_b (two), toy_c (three) with train and test data; toy_d is in
     no cluster. Returns (mixture path, {task name: task YAML path})."""
-    data, tasks = tmp_path / "data", {}
-    for name, lab in (("toy_a", ("negative", "positive")), ("toy_b", ("nope", "yeah")), ("toy_c", ("bad", "good")),
-                      ("toy_d", ("low", "high"))):
-        (data / name).mkdir(parents=True)
-        rows = [{"text": f"{s} {i}", "label": lab[i % 2]} for i, s in enumerate(SENT * 2)]
-        for split in ("train", "test"):
-            (data / name / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-        tasks[name] = tmp_path / f"{name}.yaml"
-        tasks[name].write_text(f"name: {name}\nschema: classification\nlabels: [{lab[0]}, {lab[1]}]\n"
-                               "template: \"Text: {text}\\nLabel:\"\n")
-    monkeypatch.setenv("ADAPTLAB_DATA_DIR", str(data))
-    p = tmp_path / "mix.yaml"
-    p.write_text("name: toy\ncap: 8\ntasks:\n"
-                 "  - {task: toy_a.yaml, cluster: one, templates: ['{text} is {options}?', 'Say: {text}']}\n"
-                 "  - {task: toy_b.yaml, cluster: two, templates: ['{text} ({options})']}\n"
-                 "  - {task: toy_c.yaml, cluster: three, templates: ['Q {text} A']}\n")
-    return str(p), {k: str(v) for k, v in tasks.items()}
+    return toy_mixture(tmp_path, monkeypatch, {"toy_a": ("one", "negative", "positive"), "toy_b": ("two", "nope", "yeah"),
+                                               "toy_c": ("three", "bad", "good"), "toy_d": (None, "low", "high")},
+                       templates=TEMPLATES)
 
 
 def cfg(model, task, runs, **kw):

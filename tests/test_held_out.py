@@ -5,29 +5,15 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, toy_mixture
 
-SENT = ["a fine film", "an awful mess", "great cast", "boring plot", "lovely story", "dull and slow"]
 CLUSTERS = {"toy_a": "one", "toy_b": "two", "toy_c": "three", "toy_d": "four"}
 
 
 @pytest.fixture
 def mix(tmp_path, monkeypatch):
-    data = tmp_path / "data"
-    for i, name in enumerate(CLUSTERS):
-        lab = ("nope", "yeah") if i % 2 else ("bad", "good")
-        (data / name).mkdir(parents=True)
-        rows = [{"text": f"{s} {j}", "label": lab[j % 2]} for j, s in enumerate(SENT * 2)]
-        for split in ("train", "test"):
-            (data / name / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-        (tmp_path / f"{name}.yaml").write_text(
-            f"name: {name}\nschema: classification\nlabels: [{lab[0]}, {lab[1]}]\ntemplate: \"Text: {{text}}\\nLabel:\"\n")
-    monkeypatch.setenv("ADAPTLAB_DATA_DIR", str(data))
-    p = tmp_path / "mix.yaml"
-    p.write_text("name: toy\ncap: 8\ntasks:\n" + "".join(
-        f"  - {{task: {n}.yaml, cluster: {c}, templates: ['{{text}} is {{options}}?', 'Say: {{text}}']}}\n"
-        for n, c in CLUSTERS.items()))
-    return str(p)
+    return toy_mixture(tmp_path, monkeypatch, {name: (c, *(("nope", "yeah") if i % 2 else ("bad", "good")))
+                                               for i, (name, c) in enumerate(CLUSTERS.items())})[0]
 
 
 def test_loco_and_ablation_records_tables_and_plots(tiny_folder, mix, tmp_path):

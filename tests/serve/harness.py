@@ -34,3 +34,21 @@ def running_server(app):
     finally:
         server.should_exit = True
         th.join(timeout=10)
+
+
+def saved_adapters_app(bb, tuned: list, folder, max_batch: int):
+    """Each tuned model saved under ``folder/m<i>`` and loaded back through the registry (the
+    server's own path): (app, registry, the model names with ``base`` last)."""
+    from adaptlab.serve import ServeConfig
+    from adaptlab.serve.app import make_app
+    from adaptlab.serve.registry import Registry
+    from adaptlab.tuning.io import save_adapter
+
+    names = []
+    for i, t in enumerate(tuned):
+        save_adapter(folder / f"m{i}", t)
+        names.append(f"m{i}")
+    cfg = ServeConfig(adapters={n: str(folder / n) for n in names}, max_queue=64, max_batch=max_batch)
+    reg = Registry.load(cfg, backbone=bb)
+    return make_app(reg, cfg), reg, names + ["base"]
+

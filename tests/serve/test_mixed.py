@@ -147,20 +147,10 @@ def test_server_mixed_batch_equals_separate_requests(setup, tmp_path):
     pytest.importorskip("fastapi")
     httpx = pytest.importorskip("httpx")
 
-    from adaptlab.serve import ServeConfig
-    from adaptlab.serve.app import make_app
-    from adaptlab.serve.registry import Registry
-    from adaptlab.tuning.io import save_adapter
+    from tests.serve.harness import saved_adapters_app
 
     bb, tuned, _ = setup
-    names = []
-    for i, t in enumerate(tuned):
-        save_adapter(tmp_path / f"m{i}", t)
-        names.append(f"m{i}")
-    cfg = ServeConfig(adapters={n: str(tmp_path / n) for n in names}, max_queue=64, max_batch=16)
-    reg = Registry.load(cfg, backbone=bb)
-    app = make_app(reg, cfg)
-    models = names + ["base"]
+    app, reg, models = saved_adapters_app(bb, tuned, tmp_path, max_batch=16)
     bodies = [{"model": models[i % len(models)], "prompt": p, "max_tokens": 6, "temperature": 0}
               for i, p in enumerate(PROMPTS * 2)]
     with running_server(app) as base:

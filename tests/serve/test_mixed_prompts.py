@@ -106,21 +106,10 @@ def test_server_groups_prompt_and_weight_adapters_into_one_mix(setup, tmp_path):
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from adaptlab.serve import ServeConfig
-    from adaptlab.serve.app import make_app
-    from adaptlab.serve.registry import Registry
-    from adaptlab.tuning.io import save_adapter
-    from tests.serve.harness import running_server
+    from tests.serve.harness import running_server, saved_adapters_app
 
     bb, tuned, _ = setup
-    names = []
-    for i, t in enumerate(tuned):
-        save_adapter(tmp_path / f"m{i}", t)
-        names.append(f"m{i}")
-    cfg = ServeConfig(adapters={n: str(tmp_path / n) for n in names}, max_queue=64, max_batch=32)
-    reg = Registry.load(cfg, backbone=bb)
-    app = make_app(reg, cfg)
-    models = names + ["base"]
+    app, reg, models = saved_adapters_app(bb, tuned, tmp_path, max_batch=32)
     bodies = [{"model": models[i % len(models)], "prompt": p, "max_tokens": 6, "temperature": 0}
               for i, p in enumerate(PROMPTS * 2)]
     with running_server(app) as base:

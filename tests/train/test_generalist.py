@@ -5,27 +5,16 @@ import json
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import TOY_SENT as SENT, run_cli, toy_mixture
 
-SENT = ["a fine film", "an awful mess", "great cast", "boring plot", "lovely story", "dull and slow"]
+TEMPLATES = {"toy_a": ["{text} is {options}?", "Say: {text}"], "toy_b": ["{text} ({options})"], "toy_c": ["Q {text} A"]}
 
 
 @pytest.fixture
 def mix(tmp_path, monkeypatch):
-    data = tmp_path / "data"
-    for name, lab in (("toy_a", ("negative", "positive")), ("toy_b", ("nope", "yeah")), ("toy_c", ("bad", "good"))):
-        (data / name).mkdir(parents=True)
-        rows = [{"text": f"{s} {i}", "label": lab[i % 2]} for i, s in enumerate(SENT * 2)]
-        (data / name / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-        (tmp_path / f"{name}.yaml").write_text(
-            f"name: {name}\nschema: classification\nlabels: [{lab[0]}, {lab[1]}]\ntemplate: \"Text: {{text}}\\nLabel:\"\n")
-    monkeypatch.setenv("ADAPTLAB_DATA_DIR", str(data))
-    p = tmp_path / "mix.yaml"
-    p.write_text("name: toy\ncap: 8\ntasks:\n"
-                 "  - {task: toy_a.yaml, cluster: one, templates: ['{text} is {options}?', 'Say: {text}']}\n"
-                 "  - {task: toy_b.yaml, cluster: two, templates: ['{text} ({options})']}\n"
-                 "  - {task: toy_c.yaml, cluster: three, templates: ['Q {text} A']}\n")
-    return str(p)
+    return toy_mixture(tmp_path, monkeypatch, {"toy_a": ("one", "negative", "positive"), "toy_b": ("two", "nope", "yeah"),
+                                               "toy_c": ("three", "bad", "good")}, templates=TEMPLATES,
+                       test_split=False)[0]
 
 
 def test_sft_masks_the_prompt(tiny_decoder):
