@@ -8,7 +8,7 @@ model on the same prompts and examples:
 
     gain(C, t) = score(tuned on {clusters} - {C}; t) - score(untuned; t),     t in C
 
-The cluster-count ablation (FLAN fig. 7) holds one cluster A out and trains on the first
+The cluster-count ablation (FLAN fig. 6) holds one cluster A out and trains on the first
 n = 1, 2, 4, ..., all-but-one of the other clusters (the mixture's order), one seed:
 
     held-out score of A  as a function of  n
@@ -211,7 +211,7 @@ def _plots(recs: list[dict], rows: list[dict], arows: list[dict]) -> dict[str, b
         ax.set_xticks([a["n_clusters"] for a in arows])
         ax.set_xlabel("training clusters")
         ax.set_ylabel(f"score on held-out {arows[0]['held_out']}")
-        ax.set_title("More clusters in training (FLAN fig. 7)")
+        ax.set_title("More clusters in training (FLAN fig. 6)")
         ax.legend(fontsize=8)
         out["ablation.png"] = fig
     pngs = {}
