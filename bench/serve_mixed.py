@@ -9,8 +9,8 @@
   sequential: the mixed requests one at a time (per-request adapter switch)
   peft      : anchor -- peft's LoRA-only mixed batch (``generate(adapter_names=...)``) over 8 LoRA
               adapters, batches of 16, same prompts and T, in-process (no HTTP)
-and latency / tokens/s of the base at concurrency 1, 4, 16 (streams are sent whole once done, so
-time to first token equals the request's latency here).
+and, for the base at concurrency 1, 4, 16, streamed requests (``stream: true``): time to the first
+text chunk (TTFT), the whole request's latency and streamed text chunks/s (a chunk per decode step with new text).
 
     OMP_NUM_THREADS=2 python bench/serve_mixed.py [--requests 64 --tokens 64 --model smollm2-135m-instruct]
         [--adapters all|weight] [--rounds 3]
@@ -63,6 +63,28 @@ def timed(url, bodies, conc):
             lat.append(dt)
             toks += n
     return time.perf_counter() - t0, toks, lat
+
+
+def streamed(url, bodies, conc):
+    """Streamed completions at concurrency ``conc``: (wall, completion chunks, TTFTs, latencies)."""
+    client = httpx.Client(timeout=600)
+
+    def one(b):
+        t, first, chunks = time.perf_counter(), None, 0
+        with client.stream("POST", url + "/v1/completions", json={**b, "stream": True}) as r:
+            r.raise_for_status()
+            for line in r.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                if json.loads(line[6:])["choices"][0].get("text"):
+                    chunks += 1
+                    first = first or time.perf_counter() - t
+        return first, time.perf_counter() - t, chunks
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(conc) as pool:
+        rows = list(pool.map(one, bodies))
+    return time.perf_counter() - t0, sum(r[2] for r in rows), [r[0] for r in rows], [r[1] for r in rows]
 
 
 def peft_anchor(bb, prompts, T, n_adapters=8, batch=16):
@@ -127,9 +149,11 @@ def main() -> None:
             print(f"round {rnd}", label, round(wall, 2), toks, flush=True)
     conc_rows = {}
     for c in (1, 4, 16):
-        wall, toks, lat = timed(url, base_b[:max(c, 4)][:16], c)
+        wall, toks, ttft, lat = streamed(url, base_b[:max(c, 4)][:16], c)
         lat.sort()
-        conc_rows[c] = {"median_latency_s": round(lat[len(lat) // 2], 3), "tokens_per_s": round(toks / wall, 1)}
+        ttft.sort()
+        conc_rows[c] = {"median_ttft_s": round(ttft[len(ttft) // 2], 3), "median_latency_s": round(lat[len(lat) // 2], 3),
+                        "text_chunks_per_s": round(toks / wall, 1), "requests": len(lat)}
         print("concurrency", c, conc_rows[c], flush=True)
     sched = server.config.app.state.scheduler
     mixer = getattr(sched, "mixer", None)          # None: a scheduler without per-row mixing
