@@ -429,7 +429,9 @@ def experiment_cmd(name, task, model, out, seeds, limit, data, n_adapters, sets)
 @click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
               help="Queued requests beyond this get 429 + Retry-After.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True, help="Rows per forward.")
-def serve_cmd(model, adapters, roots, host, port, api_key, max_queue, max_batch) -> None:
+@click.option("--continuous/--no-continuous", default=True, show_default=True,
+              help="Requests join the running decode loop between steps (else: batched in groups).")
+def serve_cmd(model, adapters, roots, host, port, api_key, max_queue, max_batch, continuous) -> None:
     """Serve one base and many adapters behind an OpenAI-compatible API (FastAPI + uvicorn)."""
     from adaptlab.errors import ConfigError
     from adaptlab.models import check_model_ref
@@ -448,7 +450,8 @@ def serve_cmd(model, adapters, roots, host, port, api_key, max_queue, max_batch)
         named[name] = path
     check_model_ref(model)
     serve(ServeConfig(model=model, adapters=named, adapter_roots=list(roots), host=host, port=port,
-                      api_key=api_key, max_queue=max_queue, max_batch=max_batch))
+                      api_key=api_key, max_queue=max_queue, max_batch=max_batch,
+                      continuous=continuous))
 
 
 COMMANDS: dict[str, click.Command] = {

@@ -36,7 +36,7 @@ def running_server(app):
         th.join(timeout=10)
 
 
-def saved_adapters_app(bb, tuned: list, folder, max_batch: int):
+def saved_adapters_app(bb, tuned: list, folder, max_batch: int, continuous: bool = True):
     """Each tuned model saved under ``folder/m<i>`` and loaded back through the registry (the
     server's own path): (app, registry, the model names with ``base`` last)."""
     from adaptlab.serve import ServeConfig
@@ -48,7 +48,26 @@ def saved_adapters_app(bb, tuned: list, folder, max_batch: int):
     for i, t in enumerate(tuned):
         save_adapter(folder / f"m{i}", t)
         names.append(f"m{i}")
-    cfg = ServeConfig(adapters={n: str(folder / n) for n in names}, max_queue=64, max_batch=max_batch)
+    cfg = ServeConfig(adapters={n: str(folder / n) for n in names}, max_queue=64, max_batch=max_batch,
+                      continuous=continuous)
     reg = Registry.load(cfg, backbone=bb)
     return make_app(reg, cfg), reg, names + ["base"]
 
+
+
+def hold_worker(sched, record: list | None = None):
+    """Hold the scheduler's worker at its next batch (a group run, or a join of the running decode
+    loop) until the returned event is set; ``record`` gets each batch's job count."""
+    gate = threading.Event()
+    name = "join" if sched.continuous else "_run"
+    owner = sched.batch if sched.continuous else sched
+    real = getattr(owner, name)
+
+    def held(jobs, *rest):
+        gate.wait(10)
+        if record is not None:
+            record.append(len(jobs))
+        return real(jobs, *rest)
+
+    setattr(owner, name, held)
+    return gate, lambda: setattr(owner, name, real)

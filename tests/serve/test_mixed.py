@@ -143,14 +143,15 @@ def test_lora_rows_equal_peft_adapter_names(setup, tmp_path):
 
 
 # ---------------------------------------------------------------------- through the server
-def test_server_mixed_batch_equals_separate_requests(setup, tmp_path):
+@pytest.mark.parametrize("continuous", [True, False])
+def test_server_mixed_batch_equals_separate_requests(setup, tmp_path, continuous):
     pytest.importorskip("fastapi")
     httpx = pytest.importorskip("httpx")
 
-    from tests.serve.harness import saved_adapters_app
+    from tests.serve.harness import hold_worker, saved_adapters_app
 
     bb, tuned, _ = setup
-    app, reg, models = saved_adapters_app(bb, tuned, tmp_path, max_batch=16)
+    app, reg, models = saved_adapters_app(bb, tuned, tmp_path, max_batch=16, continuous=continuous)
     bodies = [{"model": models[i % len(models)], "prompt": p, "max_tokens": 6, "temperature": 0}
               for i, p in enumerate(PROMPTS * 2)]
     with running_server(app) as base:
@@ -160,14 +161,12 @@ def test_server_mixed_batch_equals_separate_requests(setup, tmp_path):
             alone = [c.post(url, json=b).json()["choices"][0]["text"] for b in bodies]   # one at a time
             assert sched.mixer.builds == 0
             # hold the worker so that every request is queued, then all run as one mixed group
-            gate = threading.Event()
-            real = sched._run
-            sched._run = lambda group, rows: (gate.wait(10), real(group, rows))[1]
+            gate, release = hold_worker(sched)
             from concurrent.futures import ThreadPoolExecutor
             with ThreadPoolExecutor(len(bodies)) as pool:
                 futs = [pool.submit(c.post, url, json=b) for b in bodies]
                 time.sleep(1.0)
-                sched._run = real
+                release()
                 gate.set()
                 together = [f.result().json()["choices"][0]["text"] for f in futs]
         assert together == alone

@@ -97,19 +97,20 @@ def test_what_still_does_not_mix():
     assert not mixer.mixable(make_lm(bb, model=pt))
 
 
-def test_server_groups_prompt_and_weight_adapters_into_one_mix(setup, tmp_path):
+@pytest.mark.parametrize("continuous", [True, False])
+def test_server_groups_prompt_and_weight_adapters_into_one_mix(setup, tmp_path, continuous):
     """Saved and loaded (the registry's path), every adapter's requests join one mixed group and
-    each gets what it gets alone."""
+    each gets what it gets alone (continuous: they join the running decode loop in a few prefills;
+else: a few groups)."""
     pytest.importorskip("fastapi")
     httpx = pytest.importorskip("httpx")
-    import threading
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.serve.harness import running_server, saved_adapters_app
+    from tests.serve.harness import hold_worker, running_server, saved_adapters_app
 
     bb, tuned, _ = setup
-    app, reg, models = saved_adapters_app(bb, tuned, tmp_path, max_batch=32)
+    app, reg, models = saved_adapters_app(bb, tuned, tmp_path, max_batch=32, continuous=continuous)
     bodies = [{"model": models[i % len(models)], "prompt": p, "max_tokens": 6, "temperature": 0}
               for i, p in enumerate(PROMPTS * 2)]
     with running_server(app) as base:
@@ -119,15 +120,13 @@ def test_server_groups_prompt_and_weight_adapters_into_one_mix(setup, tmp_path):
         groups = []
         with httpx.Client(timeout=60) as c:
             alone = [c.post(url, json=b).json()["choices"][0]["text"] for b in bodies]
-            gate = threading.Event()
-            real = sched._run
-            sched._run = lambda group, rows: (gate.wait(10), groups.append(len(group)), real(group, rows))[2]
+            gate, release = hold_worker(sched, groups)
             with ThreadPoolExecutor(len(bodies)) as pool:
                 futs = [pool.submit(c.post, url, json=b) for b in bodies]
                 time.sleep(1.0)
                 gate.set()
                 together = [f.result().json()["choices"][0]["text"] for f in futs]
-            sched._run = real
+            release()
         assert together == alone
         # the worker may take the first arrivals before the rest are queued: at most a few groups,
         # not one per prompt-type adapter

@@ -2,6 +2,8 @@
 
 Layout: ``registry.py`` (the loaded adapters, by name; paths confined to the adapter roots),
 ``scheduler.py`` (a bounded queue and one worker that batches compatible requests),
+``continuous.py`` (the running decode loop requests join and leave between steps), ``mixed.py``
+(rows of one forward with different adapters),
 ``app.py`` (the FastAPI routes, auth, JSON errors). The request's ``model`` field picks the
 adapter (the base model's own name, or ``base``, picks the base).
 """
@@ -24,6 +26,7 @@ class ServeConfig:
     api_key: str | None = None              # or ADAPTLAB_API_KEY; None: no auth
     max_queue: int = 64                     # pending requests beyond this get 429 + Retry-After
     max_batch: int = 16                     # rows per forward
+    continuous: bool = True                 # generate requests join the running decode loop (serve.continuous)
     max_tokens_cap: int = 2048              # largest max_tokens accepted
     retry_after: int = 1                    # seconds, sent with 429
 

@@ -91,7 +91,7 @@ class UnloadAdapter(BaseModel):
 
 def make_app(reg, cfg) -> FastAPI:
     app = FastAPI(title="adaptlab serve")
-    sched = Scheduler(cfg.max_queue, cfg.max_batch)
+    sched = Scheduler(cfg.max_queue, cfg.max_batch, cfg.continuous)
     app.state.registry, app.state.scheduler = reg, sched
     tok = reg.backbone.tokenizer
     max_len = reg.lms["base"].max_length

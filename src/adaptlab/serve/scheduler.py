@@ -1,6 +1,11 @@
 """One worker thread runs every model call; requests wait in a bounded queue.
 
-Batching: the worker takes the oldest job, then every queued job that can share its forward
+Continuous batching (``serve.continuous``, the default where the model allows it): generate
+requests for the base and every adapter that mixes per row join one running decode loop between
+its steps and leave it as they finish; a request never waits for another to finish. Everything
+else is batched in groups, run between decode steps:
+
+Grouped batching: the worker takes the oldest job, then every queued job that can share its forward
 passes -- same engine (adapter) and, for generation, the same sampling parameters -- up to
 ``max_batch`` prompts, and runs them as one ``LocalLM.generate`` (shared prompt prefixes are
 computed once there) or one scoring forward. Generation jobs for the weight-side adapter types
@@ -30,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from adaptlab.serve import continuous as cb
 from adaptlab.serve.mixed import Mixer
 
 
@@ -53,12 +59,15 @@ class _AllGone(Exception):
 
 
 class Scheduler:
-    def __init__(self, max_queue: int, max_batch: int):
+    def __init__(self, max_queue: int, max_batch: int, continuous: bool = True):
         self.q: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
         self.max_batch = max_batch
+        self.continuous = continuous
         self._held: list[Job] = []    # taken from the queue, not yet run (other adapter / params)
         self._stop = threading.Event()
         self.mixer = Mixer()          # generate jobs of mixable adapters share a forward (serve.mixed)
+        self.batch = cb.Batch(self.mixer)     # the running decode loop (serve.continuous)
+        self._joins: dict = {}        # engine -> whether its generate jobs join the running batch
         self.busy = 0
         self.thread = threading.Thread(target=self._loop, name="adaptlab-serve", daemon=True)
         self.thread.start()
@@ -71,37 +80,72 @@ class Scheduler:
         return job.future
 
     def pending(self) -> int:
-        return self.q.qsize() + len(self._held)
+        return self.q.qsize() + len(self._held) + len(self.batch)
 
     def close(self) -> None:
         self._stop.set()
         self.thread.join(timeout=5)
 
     # ------------------------------------------------------------------ worker
-    def _take(self) -> list[Job]:
-        if not self._held:
+    def _pull(self, block: bool) -> None:
+        """Everything queued now joins the pool we pick from (waiting briefly when idle)."""
+        if block and not self._held:
             try:
                 self._held.append(self.q.get(timeout=0.05))
             except queue.Empty:
-                return []
-        while True:                   # everything queued now joins the pool we pick from
+                return
+        while True:
             try:
                 self._held.append(self.q.get_nowait())
             except queue.Empty:
                 break
         self._held = [j for j in self._held if not j.future.cancelled() and not j.gone.is_set()]
-        if not self._held:
-            return []
-        first = self._held[0]
-        group, rest, n = [], [], 0
+
+    def _joinable(self, j: Job) -> bool:
+        if not self.continuous or j.kind != "generate":
+            return False
+        if j.lm not in self._joins:
+            self._joins[j.lm] = self.mixer.mixable(j.lm) and cb.supported(j.lm)
+        return self._joins[j.lm]
+
+    def _admit(self) -> None:
+        """Waiting generate jobs that fit join the running batch, in one prefill."""
+        room = self.max_batch - len(self.batch)
+        join, rest = [], []
         for j in self._held:
+            rows = len(j.rows) * j.params[0]
+            if self._joinable(j) and (rows <= room or not join and not len(self.batch)):
+                if j.future.set_running_or_notify_cancel():
+                    join.append(j)
+                    room -= rows
+            else:
+                rest.append(j)
+        self._held = rest
+        if not join:
+            return
+        try:
+            self.batch.join(join)
+        except Exception as e:        # handed to the requests; the running rows go on
+            for j in join:
+                if not j.future.done():
+                    j.future.set_exception(e)
+
+    def _take(self) -> list[Job]:
+        """One group of the jobs that do not join the running batch (``_admit`` takes those)."""
+        held = [j for j in self._held if not self._joinable(j)]
+        if not held:
+            return []
+        first = held[0]
+        group, rest, n = [], [], 0
+        for j in held:
             if ((j.lm is first.lm or self._mix(first, j)) and j.kind == first.kind and j.params == first.params
                     and (not group or n + len(j.rows) <= self.max_batch)):
                 group.append(j)
                 n += len(j.rows)
             else:
                 rest.append(j)
-        self._held = rest
+        taken = set(map(id, group))
+        self._held = [j for j in self._held if id(j) not in taken]
         return group
 
     def _mix(self, a: Job, b: Job) -> bool:
@@ -119,29 +163,42 @@ class Scheduler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._pull(block=not len(self.batch))
+            self._admit()
             group = self._take()
-            if not group:
-                continue
-            self.busy = len(group)
-            for j in group:
-                j.future.set_running_or_notify_cancel()
-            try:
-                rows = [r for j in group for r in j.rows]
-                out = self._run(group, rows)
-                k = 0
-                for j in group:
-                    j.future.set_result(out[k:k + len(j.rows)])
-                    k += len(j.rows)
-            except _AllGone:          # every client left mid-stream: nothing to hand back
-                for j in group:
-                    if not j.future.done():
-                        j.future.cancel() or j.future.set_exception(ConnectionAbortedError("client gone"))
-            except Exception as e:    # handed to the request; the worker lives on
-                for j in group:
-                    if not j.future.done():
-                        j.future.set_exception(e)
-            finally:
+            if group:
+                self._run_group(group)
+            if len(self.batch):
+                self.busy = len(self.batch)
+                try:
+                    self.batch.step()
+                except Exception as e:    # handed to the requests; the worker lives on
+                    self.batch.fail(e)
                 self.busy = 0
+
+    def _run_group(self, group: list[Job]) -> None:
+        self.busy = len(group)
+        group = [j for j in group if j.future.set_running_or_notify_cancel()]
+        if not group:
+            self.busy = 0
+            return
+        try:
+            rows = [r for j in group for r in j.rows]
+            out = self._run(group, rows)
+            k = 0
+            for j in group:
+                j.future.set_result(out[k:k + len(j.rows)])
+                k += len(j.rows)
+        except _AllGone:          # every client left mid-stream: nothing to hand back
+            for j in group:
+                if not j.future.done():
+                    j.future.cancel() or j.future.set_exception(ConnectionAbortedError("client gone"))
+        except Exception as e:    # handed to the request; the worker lives on
+            for j in group:
+                if not j.future.done():
+                    j.future.set_exception(e)
+        finally:
+            self.busy = 0
 
     def _run(self, group: list[Job], rows: list) -> list:
         job = group[0]
