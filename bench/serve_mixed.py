@@ -87,6 +87,20 @@ def streamed(url, bodies, conc):
     return time.perf_counter() - t0, sum(r[2] for r in rows), [r[0] for r in rows], [r[1] for r in rows]
 
 
+def stream_rows(url, bodies) -> dict:
+    """Streamed base requests at concurrency 1, 4, 16: median TTFT, latency, text chunks/s."""
+    bodies = bodies[:16]
+    rows = {}
+    for c in (1, 4, 16):
+        wall, toks, ttft, lat = streamed(url, bodies[:max(c, 4)], c)
+        lat.sort()
+        ttft.sort()
+        rows[c] = {"median_ttft_s": round(ttft[len(ttft) // 2], 3), "median_latency_s": round(lat[len(lat) // 2], 3),
+                   "text_chunks_per_s": round(toks / wall, 1), "requests": len(lat)}
+        print("concurrency", c, rows[c], flush=True)
+    return rows
+
+
 def peft_anchor(bb, prompts, T, n_adapters=8, batch=16):
     from peft import LoraConfig, get_peft_model
 
@@ -118,6 +132,9 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=16, help="the server's rows per forward (adaptlab serve's default 16)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the three phases; report each one's median")
     ap.add_argument("--adapters", choices=["all", "weight"], default="all")
+    ap.add_argument("--grouped", action="store_true",
+                    help="the server batches in groups (serve --no-continuous); the streamed rows are also "
+                         "measured on a second server in the other mode either way")
     ap.add_argument("--out", default=None, help="default bench/results/serve_mixed[_weight].json")
     a = ap.parse_args()
 
@@ -130,7 +147,8 @@ def main() -> None:
     adapters = make_adapters(bb, root, METHODS if a.adapters == "all" else WEIGHT)
     a.out = a.out or f"bench/results/serve_mixed{'' if a.adapters == 'all' else '_weight'}.json"
     url, server, th, reg = start_server(bb, ServeConfig(adapters=adapters, adapter_roots=[str(root)],
-                                                      max_queue=1024, max_batch=a.max_batch))
+                                                      max_queue=1024, max_batch=a.max_batch,
+                                                      continuous=not a.grouped))
     names = list(adapters) + ["base"]
     prompts = [PROMPTS[i % len(PROMPTS)] + f" (#{i})" for i in range(a.requests)]
     body = {"max_tokens": a.tokens, "temperature": 0}
@@ -147,23 +165,24 @@ def main() -> None:
             res[label] = {"wall_s": med, "tokens": toks, "tokens_per_s": round(toks / med, 1),
                           "rounds_wall_s": walls[label]}
             print(f"round {rnd}", label, round(wall, 2), toks, flush=True)
-    conc_rows = {}
-    for c in (1, 4, 16):
-        wall, toks, ttft, lat = streamed(url, base_b[:max(c, 4)][:16], c)
-        lat.sort()
-        ttft.sort()
-        conc_rows[c] = {"median_ttft_s": round(ttft[len(ttft) // 2], 3), "median_latency_s": round(lat[len(lat) // 2], 3),
-                        "text_chunks_per_s": round(toks / wall, 1), "requests": len(lat)}
-        print("concurrency", c, conc_rows[c], flush=True)
+    conc_rows = stream_rows(url, base_b)
     sched = server.config.app.state.scheduler
     mixer = getattr(sched, "mixer", None)          # None: a scheduler without per-row mixing
     mixable = sorted(n for n in names if mixer and mixer.mixable(reg.get(reg.resolve(n))))
     print("mix per row:", mixable, "| mixed-model builds:", mixer and mixer.builds, flush=True)
     stop_server(server, th)
+    other = "grouped" if not a.grouped else "continuous"
+    print("streamed rows on a second server:", other, flush=True)
+    url, server, th, reg = start_server(bb, ServeConfig(adapters=adapters, adapter_roots=[str(root)],
+                                                      max_queue=1024, max_batch=a.max_batch, continuous=a.grouped))
+    timed(url, base_b[:4], 4)                          # warm-up
+    other_rows = stream_rows(url, base_b)
+    stop_server(server, th)
     wall, toks = peft_anchor(bb, prompts, a.tokens)
     res["peft_adapter_names"] = {"wall_s": round(wall, 2), "tokens": toks, "tokens_per_s": round(toks / wall, 1)}
     print("peft", res["peft_adapter_names"], flush=True)
-    doc = {"model": a.model, "requests": a.requests, "tokens": a.tokens, "rounds": a.rounds, "max_batch": a.max_batch, "adapters": len(adapters),
+    doc = {"model": a.model, "requests": a.requests, "tokens": a.tokens, "rounds": a.rounds, "max_batch": a.max_batch,
+           "batching": "grouped" if a.grouped else "continuous", "adapters": len(adapters),
            "adapter_types": sorted({n.rsplit("-", 1)[0] for n in adapters}),
            "adapters_mixed_per_row": mixable, **res,
            "mixed_over_base": round(res["mixed"]["wall_s"] / res["base"]["wall_s"], 3),
@@ -171,7 +190,7 @@ def main() -> None:
            "mixed_over_peft": round(res["mixed"]["wall_s"] / res["peft_adapter_names"]["wall_s"], 3),
            "mixed_over_base_by_round": [round(m / b, 3) for m, b in zip(walls["mixed"], walls["base"])],
            "sequential_over_mixed_by_round": [round(q / m, 3) for q, m in zip(walls["sequential"], walls["mixed"])],
-           "by_concurrency_base": conc_rows}
+           "by_concurrency_base": conc_rows, f"by_concurrency_base_{other}": other_rows}
     print(json.dumps(doc, indent=2))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
