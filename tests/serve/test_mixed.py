@@ -4,7 +4,6 @@ result of every row equals its adapter's own model."""
 from __future__ import annotations
 
 import copy
-import threading
 import time
 
 import pytest
