@@ -71,8 +71,9 @@ def main() -> None:
         if rng.random() < a.malformed:
             jobs.append(("bad",) + bad_bodies[i % len(bad_bodies)])
         else:
-            jobs.append(("good", rng.choice(names), {"model": rng.choice(names), "prompt": f"the cat {i} sat on",
-                                                     "max_tokens": a.max_tokens, "temperature": 0}))
+            name = rng.choice(names)          # the same name in the record and the body (the 404 count below)
+            jobs.append(("good", name, {"model": name, "prompt": f"the cat {i} sat on",
+                                        "max_tokens": a.max_tokens, "temperature": 0}))
     client = httpx.Client(timeout=120)
 
     def send(job):
