@@ -177,3 +177,18 @@ def test_only_plain_global_attention_joins(setup):
         assert not s._joinable(_job(lms[0], ["x"]))
     finally:
         s.close()
+
+
+def test_a_shared_prompt_prefix_is_computed_once(setup, sched):
+    bb, lms = setup
+    lm = lms[1]                                    # one weight-side adapter: its own engine
+    system = "You are a careful assistant. Answer in one short line, please. "
+    prompts = [system + q for q in ["the cat sat on", "a dog", "0 1 2 3", "Question: Tom has five apples and"]]
+    lm.clear_cache()
+    before = lm.cost.prompt_tokens
+    got = sched.submit(_job(lm, prompts, max_tokens=6)).result(timeout=60)
+    spent = lm.cost.prompt_tokens - before
+    n_system = len(lm.encode(system)) - 1
+    assert lm._prefix is not None and len(lm._prefix[0]) >= n_system   # the prefix was cached
+    assert spent <= sum(len(lm.encode(p)) for p in prompts) - 3 * n_system
+    assert got == _alone(lm, prompts, max_tokens=6)

@@ -206,16 +206,17 @@ class LocalLM:
                 results[i][j] = OptionScore(logprob=float(sum(lp)), token_logprobs=lp)
                 r += 1
 
-    def _batch_inputs(self, rows: list[list[int]], prefix: list[int], room: int = 0):
+    def _batch_inputs(self, rows: list[list[int]], prefix: list[int], room: int = 0, share: bool = True):
         """Left-pad ``rows`` after the cached ``prefix``; returns model kwargs (``room``: free
-        cache slots per row for tokens to be generated)."""
+        cache slots per row for tokens to be generated; ``share=False``: the prefix's keys and
+        values repeated per row in a plain cache, never the shared-prefix attention)."""
         P, B = len(prefix), len(rows)
         ids, mask = self._left_pad(rows)
         pos = (P + mask.cumsum(-1) - 1).clamp(min=P if P else 0)
         full_mask = torch.cat([torch.ones((B, P), dtype=torch.long), mask], dim=1)
         kw = dict(input_ids=ids.to(self.device), attention_mask=full_mask.to(self.device),
                   position_ids=pos.to(self.device), use_cache=True)
-        if P and self.share_prefix:
+        if P and self.share_prefix and share:
             # one [1, H, P, d] prefix for all rows (engine.shared_prefix)
             kw["past_key_values"] = kw["shared_prefix"] = shared_prefix.make_cache(
                 self._prefix_kv(prefix), self.model, room)

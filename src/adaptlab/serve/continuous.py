@@ -9,7 +9,8 @@ their KV cache, attention mask, position ids and next-token logits. Each worker 
 
   1. **join**: waiting generate requests that fit (rows <= ``max_batch``) are prefilled together in
      one forward -- their adapters' soft tokens and prefix keys/values included
-     (``MixedLM._batch_inputs``) --, each prompt's cache repeated for its n samples, and spliced in::
+     (``MixedLM._batch_inputs``); on one engine, a prompt prefix they share computed once
+     (``LocalLM._prefix_kv``) --, each prompt's cache repeated for its n samples, and spliced in::
 
         cache  [B1, H, T1, d] (+) [B2, H, T2, d]  ->  [B1 + B2, H, max(T1, T2), d]
         mask   [B1, T1]       (+) [B2, T2]        ->  [B1 + B2, max(T1, T2)]
@@ -114,7 +115,11 @@ class Batch:
         if eng is self.mixer.lm:
             eng.rows.set(torch.tensor([slot for job, slot in zip(jobs, slots) for _ in job.rows], device=eng.device))
             self._set_on = None
-        kw = eng._batch_inputs(seqs, [], room=0)
+        P = 0 if eng is self.mixer.lm else eng._split_prefix(seqs)    # the mixed engine has none
+        if P:            # a shared prompt prefix: computed once (and kept: LocalLM._prefix_kv)
+            kw = eng._batch_inputs([s[P:] for s in seqs], seqs[0][:P], room=0, share=False)
+        else:
+            kw = eng._batch_inputs(seqs, [], room=0)
         out = eng._forward(**kw, logits_to_keep=1)
         sel = torch.tensor(expand, device=eng.device)
         layers = [(layer.keys.index_select(0, sel), layer.values.index_select(0, sel))   # [B2, H, T2, d]
