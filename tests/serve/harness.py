@@ -36,6 +36,36 @@ def running_server(app):
         th.join(timeout=10)
 
 
+def perturb(tuned, seed: int):
+    """Move every trainable tensor off its initial value (seeded), so an adapter changes outputs."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in tuned.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    return tuned.eval()
+
+
+def perturbed(bb, specs) -> list:
+    """One tuned model per (method, values) of ``specs``, each perturbed with seed i + 1."""
+    from adaptlab.tuning import apply_method, make_config
+
+    return [perturb(apply_method(bb, m, make_config(m, v)), i + 1) for i, (m, v) in enumerate(specs)]
+
+
+def engines(bb, specs, seed: int = 0) -> tuple[list, list]:
+    """(tuned models of ``specs``, their engines with the base's first), initial values seeded."""
+    import torch
+
+    from adaptlab.engine import make_lm
+
+    torch.manual_seed(seed)
+    tuned = perturbed(bb, specs)
+    return tuned, [make_lm(bb, batch_size=16)] + [make_lm(bb, model=t, batch_size=16) for t in tuned]
+
+
 def saved_adapters_app(bb, tuned: list, folder, max_batch: int, continuous: bool = True):
     """Each tuned model saved under ``folder/m<i>`` and loaded back through the registry (the
     server's own path): (app, registry, the model names with ``base`` last)."""

@@ -8,13 +8,11 @@ import threading
 import time
 
 import pytest
-import torch
 
-from adaptlab.engine import make_lm
 from adaptlab.serve import continuous
 from adaptlab.serve.scheduler import Job, Scheduler
-from adaptlab.tuning import apply_method, make_config
 from tests.conftest import make_tiny_decoder
+from tests.serve.harness import engines
 
 SPECS = [("lora", {"r": 4}), ("ia3", {}), ("adapter", {"m": 8}), ("prompt-tuning", {"num_virtual_tokens": 3, "init": "random"}),
          ("prefix", {"num_virtual_tokens": 5}), ("p-tuning", {"num_virtual_tokens": 2}),
@@ -23,21 +21,10 @@ PROMPTS = ["the cat sat on", "Review: a great movie, really the best one", "0 1 
            "Question: Tom has five apples and", "a dog", "Let's think step by step about", "x"]
 
 
-def _perturb(tuned, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in tuned.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * 0.3)
-    return tuned.eval()
-
-
 @pytest.fixture(scope="module")
 def setup():
     bb = make_tiny_decoder()
-    torch.manual_seed(0)
-    tuned = [_perturb(apply_method(bb, m, make_config(m, v)), i + 1) for i, (m, v) in enumerate(SPECS)]
-    lms = [make_lm(bb, batch_size=16)] + [make_lm(bb, model=t, batch_size=16) for t in tuned]
+    tuned, lms = engines(bb, SPECS)
     for lm in lms:                 # no EOS: a long request really runs for its max_tokens
         lm.eos_ids = set()
     return bb, lms

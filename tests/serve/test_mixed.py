@@ -14,7 +14,7 @@ from adaptlab.serve import mixed
 from adaptlab.serve.mixed import MixedLinear, Mixer
 from adaptlab.tuning import apply_method, make_config
 from tests.conftest import make_tiny_decoder
-from tests.serve.harness import running_server
+from tests.serve.harness import engines, running_server
 
 # three LoRA ranks (one rsLoRA, one on more modules), IA3, a bottleneck adapter; and the base
 SPECS = [("lora", {"r": 2}), ("lora", {"r": 4, "rslora": True}),
@@ -24,20 +24,10 @@ PROMPTS = ["the cat sat on", "Review: a great movie", "0 1 2 3", "The battery is
            "Question: Tom has", "a dog ran to the", "Let's think step", "Sentiment: positive"]
 
 
-def _perturb(tuned, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in tuned.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * 0.3)
-    return tuned.eval()
-
-
 @pytest.fixture(scope="module")
 def setup():
     bb = make_tiny_decoder()
-    tuned = [_perturb(apply_method(bb, m, make_config(m, v)), i + 1) for i, (m, v) in enumerate(SPECS)]
-    lms = [make_lm(bb, batch_size=16)] + [make_lm(bb, model=t, batch_size=16) for t in tuned]
+    tuned, lms = engines(bb, SPECS)
     return bb, tuned, lms
 
 

@@ -6,12 +6,12 @@ served alone."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from adaptlab.engine import make_lm
 from adaptlab.serve.mixed import Mixer
 from adaptlab.tuning import apply_method, make_config
 from tests.conftest import make_tiny_decoder
+from tests.serve.harness import engines
 
 # different numbers of virtual tokens per prompt-type adapter, both kinds (soft tokens / prefix KV) twice
 SPECS = [("lora", {"r": 4}), ("ia3", {}), ("adapter", {"m": 8}),
@@ -23,21 +23,10 @@ PROMPTS = ["the cat sat on", "Review: a great movie, really the best one", "0 1 
            "x", "one two three four five six seven"]
 
 
-def _perturb(tuned, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in tuned.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * 0.3)
-    return tuned.eval()
-
-
 @pytest.fixture(scope="module")
 def setup():
     bb = make_tiny_decoder()
-    torch.manual_seed(0)
-    tuned = [_perturb(apply_method(bb, m, make_config(m, v)), i + 1) for i, (m, v) in enumerate(SPECS)]
-    lms = [make_lm(bb, batch_size=16)] + [make_lm(bb, model=t, batch_size=16) for t in tuned]
+    tuned, lms = engines(bb, SPECS)
     return bb, tuned, lms
 
 

@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-import torch
 
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
@@ -20,21 +19,13 @@ from adaptlab.serve.registry import Registry  # noqa: E402
 from adaptlab.tuning import apply_method, make_config  # noqa: E402
 from adaptlab.tuning.io import save_adapter  # noqa: E402
 from tests.conftest import make_tiny_decoder  # noqa: E402
-from tests.serve.harness import free_port, running_server  # noqa: E402
+from tests.serve.harness import free_port, perturb, running_server  # noqa: E402
 
 KEY = "sekrit"
 # every decoder adapter type (non-zero init so that each changes the output)
 METHODS = {"lora": {"r": 4}, "ia3": {}, "adapter": {}, "prefix": {"num_virtual_tokens": 4},
            "prompt-tuning": {"num_virtual_tokens": 4}, "p-tuning": {"num_virtual_tokens": 4},
            "p-tuning-v2": {"num_virtual_tokens": 4}}
-
-
-def _perturb(tuned, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in tuned.named_parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * 0.3)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +35,7 @@ def served(tmp_path_factory):
     local = {}
     for i, (m, vals) in enumerate(METHODS.items()):
         tuned = apply_method(bb, m, make_config(m, vals))
-        _perturb(tuned, i)
+        perturb(tuned, i)
         tuned.eval()
         save_adapter(root / m, tuned)
         local[m] = tuned
