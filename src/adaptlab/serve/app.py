@@ -265,7 +265,7 @@ def make_app(reg, cfg) -> FastAPI:
     # ------------------------------------------------------------------ routes
     @app.get("/health")
     def health():
-        return {"status": "ok", "queued": sched.pending()}
+        return {"status": "ok", "queued": sched.pending(), "running": sched.running()}
 
     @app.get("/v1/models")
     def models():

@@ -80,7 +80,12 @@ class Scheduler:
         return job.future
 
     def pending(self) -> int:
-        return self.q.qsize() + len(self._held) + len(self.batch)
+        """Requests waiting to start (queued, or taken but not yet run)."""
+        return self.q.qsize() + len(self._held)
+
+    def running(self) -> int:
+        """Rows decoding in the running batch, or jobs of the group now running."""
+        return len(self.batch) or self.busy
 
     def close(self) -> None:
         self._stop.set()
