@@ -116,6 +116,78 @@ def test_a_reward_adapter_is_refused_where_a_policy_is_expected(tiny_folder, tmp
     assert doc["scored_as"] == "reward model" and doc["n"] == 12 and 0.0 <= doc["accuracy"] <= 1.0
 
 
+def test_grpo_against_a_reward_model(tiny_folder, tmp_path, capsys):
+    """InstructGPT's RL stage: GRPO on a preference task's prompts, the reward a trained reward
+    model's score of each sampled reply; bad combinations are one line, exit 2, nothing written."""
+    d = _write(tmp_path / "d", PAIRS * 4) / "train.jsonl"
+    rm = tmp_path / "rm"
+    base = ["tune", "--task", "hh_rlhf_harmless", "--method", "lora", "--model", tiny_folder, "--data", str(d)]
+    assert run_cli(base + ["--set", "objective=reward", "--set", "eval=false", "--max-steps", "2", "--batch-size", "4",
+                           "--out", str(rm)]) == 0
+    lora = tmp_path / "policy"
+    assert run_cli(["tune", "--task", "reviews", "--method", "lora", "--model", tiny_folder, "--max-steps", "1",
+                    "--set", "eval=false", "--out", str(lora)]) == 0
+    capsys.readouterr()
+    bad = [["--set", "objective=grpo"],                                              # no reward model
+           ["--set", "objective=grpo", "--set", f"reward_model={lora}"],               # not a reward model
+           ["--set", "objective=grpo", "--set", f"reward_model={tmp_path / 'none'}"],  # not there
+           ["--set", "objective=dpo", "--set", f"reward_model={rm}"]]                  # only GRPO takes one
+    for i, extra in enumerate(bad):
+        out = tmp_path / f"bad{i}"
+        assert run_cli(base + extra + ["--out", str(out)]) == 2, extra
+        assert not out.exists()
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, (extra, err)
+    out = tmp_path / "grpo"
+    assert run_cli(base + ["--set", "objective=grpo", "--set", f"reward_model={rm}", "--set", "group_size=3",
+                           "--set", "max_new_tokens=4", "--set", "eval=false", "--set", "log_every=1",
+                           "--max-steps", "2", "--batch-size", "2", "--out", str(out)]) == 0
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if r["event"] == "train"]
+    assert [r["step"] for r in steps] == [1, 2]
+    assert all("reward" in r and "kl" in r for r in steps)
+    assert any(r["reward"] not in (0.0, 1.0) for r in steps)          # a score, not an exact-match reward
+    cfg = json.loads((out / "tune_config.json").read_text())
+    assert cfg["feedback_config"]["reward_model"] == str(rm.resolve())
+
+
+def test_grpo_rewards_are_the_judges_scores(tiny_folder):
+    from adaptlab.models import load_backbone
+    from adaptlab.train.grpo import GRPO, mean_reward
+    from adaptlab.train.preference import PreferenceConfig
+    from adaptlab.tuning import apply_method
+
+    class Judge:
+        def __init__(self):
+            self.seen = []
+
+        def score(self, pairs, batch_size=8):
+            self.seen += pairs
+            return [float(len(y)) for _, y in pairs]
+
+    bb = load_backbone(tiny_folder)
+    task = load_task("hh_rlhf_harmless")
+    tuned = apply_method(bb, "lora", {"dropout": 0.0}, task)
+    judge = Judge()
+    obj = GRPO(bb, tuned, task, 128, PreferenceConfig(objective="grpo", group_size=2, reward_model="rm"), judge)
+    feats = obj.featurize(PAIRS[:2])
+    assert obj.render(PAIRS[0]) == PAIRS[0]["prompt"]                 # the preference task's own prompt
+    obj.sample = lambda model, exs: ([obj.render(e) for e in exs], [["ab", "abcd"], ["a", "a"]])
+    loss, m = obj.loss(tuned, obj.collate(feats))
+    assert float(m["reward"]) == pytest.approx((2 + 4 + 1 + 1) / 4)
+    assert judge.seen[0] == (PAIRS[0]["prompt"], "ab")
+    loss.backward()                                  # group 1 differs in reward: a gradient; group 2 none
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tuned.parameters() if p.requires_grad)
+
+    class LM:
+        def generate(self, prompts, **kw):
+            assert kw["temperature"] == 0.0 and kw["n"] == 1
+            return [["xyz"] for _ in prompts]
+
+    got = mean_reward(LM(), task, PAIRS, judge, 8, obj.render)
+    assert got["reward"] == 3.0 and got["replies"] == ["xyz"] * 3
+
+
 # --------------------------------------------------------------------------- oracles: trl
 
 

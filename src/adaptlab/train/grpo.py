@@ -2,9 +2,11 @@
 Mathematical Reasoning in Open Language Models", Sec. 4.1), with a verifiable reward.
 
 For each prompt q of a batch, G replies o_1..o_G are sampled from the current policy (the engine's
-batched sampler, ``LM.generate(n=G)``, one shared prompt prefix). Each gets a reward r_i = 1 when
-the answer extracted from it (the task's extraction, as ``adaptlab eval`` parses) equals the gold
-number, else 0. Advantages are group-relative: A_i = (r_i - mean(r)) / (std(r) + 1e-4). With
+batched sampler, ``LM.generate(n=G)``, one shared prompt prefix). Each gets a reward: on a numeric
+qa task, r_i = 1 when the answer extracted from it (the task's extraction, as ``adaptlab eval``
+parses) equals the gold number, else 0 (a verifiable reward); with ``reward_model=DIR`` (a reward
+adapter, ``objective=reward``; InstructGPT's RL stage), r_i = r_phi(q, o_i), the reward model's
+scalar score, on a preference task's prompts. Advantages are group-relative: A_i = (r_i - mean(r)) / (std(r) + 1e-4). With
 rho_t = pi(o_t | q, o_<t) / pi_old(o_t | ...) and the reference pi_ref = the same model with its
 adapters off (``TunedModel.disable_adapters()``):
 
@@ -14,8 +16,10 @@ adapters off (``TunedModel.disable_adapters()``):
 One gradient step is taken per sampled batch (pi_old = pi detached, so rho = 1 in value and the
 clip is inactive; its gradient is A * grad log pi), the setting of trl's ``GRPOTrainer`` with
 ``num_iterations=1``. Logged per step: mean reward, KL, reward std within groups, and the reply length.
-The prompt is the one ``adaptlab eval --prompt zero-shot`` sends, so accuracy before/after is measured
-on exactly what was trained.
+The prompt is the one ``adaptlab eval --prompt zero-shot`` sends (a preference task: its rendered
+prompt, as DPO and the reward model see it), so accuracy before/after is measured on exactly what
+was trained; against a reward model, ``mean_reward`` gives the held-out figure: the mean score of
+the policy's greedy replies to held-out prompts.
 """
 
 from __future__ import annotations
@@ -31,23 +35,32 @@ from adaptlab.train.preference import pad_id, reply_ids
 class GRPO(Objective):
     name = "grpo"
 
-    def __init__(self, backbone, tuned, task, max_len: int, cfg):
+    def __init__(self, backbone, tuned, task, max_len: int, cfg, judge=None):
         super().__init__()
-        if task.schema != "qa" or task.answer_type != "number":
-            raise ConfigError(f"task {task.name}: GRPO's exact-match reward needs a numeric qa task")
+        check_task(task, cfg.reward_model)
         from adaptlab.prompting import make_strategy
 
         self.backbone, self.task, self.max_len, self.cfg = backbone, task, max_len, cfg
         self._tuned = [tuned]                    # not a submodule: the loop owns the model
+        self._judge = [judge if judge is not None or not cfg.reward_model else load_judge(cfg.reward_model, backbone)]
         self.strategy = make_strategy("zero-shot")
         self.examples: list[dict] = []
         self.draws = 0
 
+    @property
+    def judge(self):
+        """The reward model (``train.reward.RewardModel``), or None for the exact-match reward."""
+        return self._judge[0]
+
+    def render(self, ex: dict, lm=None) -> str:
+        if self.task.schema == "preference":
+            return text_path.prompt(self.task, self.backbone.tokenizer, ex)
+        return self.strategy.render(self.task, ex, lm)
+
     def featurize(self, examples: list[dict]) -> list[dict]:
         self.examples = list(examples)
         tok = self.backbone.tokenizer
-        return [{"ids": text_path.encode(tok, self.strategy.render(self.task, ex)), "idx": i}
-                for i, ex in enumerate(examples)]
+        return [{"ids": text_path.encode(tok, self.render(ex)), "idx": i} for i, ex in enumerate(examples)]
 
     def collate(self, feats: list[dict]) -> dict[str, torch.Tensor]:
         return {"idx": torch.tensor([f["idx"] for f in feats])}
@@ -62,7 +75,7 @@ class GRPO(Objective):
         from adaptlab.engine import make_lm
 
         lm = make_lm(self.backbone, model=model, batch_size=len(exs) * self.cfg.group_size)
-        prompts = [self.strategy.render(self.task, ex, lm) for ex in exs]
+        prompts = [self.render(ex, lm) for ex in exs]
         self.draws += 1
         was = model.training
         model.eval()
@@ -74,11 +87,18 @@ class GRPO(Objective):
             model.train(was)
         return prompts, outs
 
+    def rewards(self, prompts: list[str], outs: list[list[str]], exs: list[dict]) -> torch.Tensor:
+        """[B, G]: the reward model's scores, or the exact-match rewards."""
+        if self.judge is None:
+            return torch.tensor([[self.reward(o, ex) for o in group] for group, ex in zip(outs, exs)])
+        flat = self.judge.score([(p, o) for p, group in zip(prompts, outs) for o in group])
+        return torch.tensor(flat).view(len(outs), -1)
+
     def loss(self, model, batch):
         exs = [self.examples[i] for i in batch["idx"].tolist()]
         G, tok = self.cfg.group_size, self.backbone.tokenizer
         prompts, outs = self.sample(model, exs)
-        rewards = torch.tensor([[self.reward(o, ex) for o in group] for group, ex in zip(outs, exs)])   # [B, G]
+        rewards = self.rewards(prompts, outs, exs)                             # [B, G]
         adv = (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)       # [B, G]
         rows = []
         for p, group in zip(prompts, outs):
@@ -108,6 +128,38 @@ class GRPO(Objective):
         loss = ((per_tok * m).sum(1) / m.sum(1).clamp(min=1)).mean()
         return loss, {"reward": rewards.mean(), "kl": ((kl.detach() * m).sum() / m.sum().clamp(min=1)),
                       "reward_std": rewards.std(1).mean(), "reply_tokens": m.sum(1).mean()}
+
+
+def check_task(task, reward_model: str | None) -> None:
+    """GRPO's reward needs a numeric qa task (exact match) or a reward model on prompts to answer."""
+    if reward_model:
+        if task.schema not in ("preference", "qa"):
+            raise ConfigError(f"task {task.name} is {task.schema}: GRPO with a reward model needs prompts to answer "
+                              "(a preference or qa task)")
+    elif task.schema == "preference":
+        raise ConfigError(f"task {task.name} is a preference task: GRPO on it needs --set reward_model=DIR "
+                          "(a reward adapter trained with --set objective=reward)")
+    elif task.schema != "qa" or task.answer_type != "number":
+        raise ConfigError(f"task {task.name}: GRPO's exact-match reward needs a numeric qa task "
+                          "(or --set reward_model=DIR)")
+
+
+def load_judge(folder: str, backbone):
+    """The reward adapter at ``folder`` on ``backbone``'s weights (shared, not copied)."""
+    from adaptlab.train.reward import RewardModel
+
+    return RewardModel(folder, backbone=backbone)
+
+
+@torch.no_grad()
+def mean_reward(lm, task, examples: list[dict], judge, max_new_tokens: int, render) -> dict:
+    """The held-out figure against a reward model: the judge's mean score of ``lm``'s greedy
+    replies to the examples' prompts (and the replies, for the record)."""
+    prompts = [render(ex) for ex in examples]
+    replies = [g[0] for g in lm.generate(prompts, n=1, max_new_tokens=max_new_tokens, temperature=0.0,
+                                         stop=task.stop)]
+    scores = judge.score(list(zip(prompts, replies)))
+    return {"reward": sum(scores) / max(1, len(scores)), "scores": scores, "replies": replies}
 
 
 def token_logps(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

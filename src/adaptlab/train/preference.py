@@ -42,6 +42,7 @@ class PreferenceConfig:
     clip_eps: float = 0.2            # GRPO: PPO-style ratio clip
     temperature: float = 1.0         # GRPO: sampling temperature
     max_new_tokens: int = 64         # GRPO: tokens a sampled reply may have
+    reward_model: str | None = None  # GRPO: a reward adapter (objective=reward) whose score is the reward
 
     def __post_init__(self):
         check(self.objective in OBJECTIVES, f"objective={self.objective!r}: must be one of {', '.join(OBJECTIVES)}")
@@ -53,6 +54,8 @@ class PreferenceConfig:
         check(0 < self.clip_eps < 1, f"clip_eps={self.clip_eps}: must be in (0, 1)")
         check(self.temperature > 0, f"temperature={self.temperature}: must be > 0")
         check(self.max_new_tokens >= 1, "max_new_tokens: must be at least 1")
+        check(self.reward_model is None or self.objective == "grpo",
+              f"reward_model: only GRPO takes a reward model (objective={self.objective!r})")
 
 
 def reply_ids(tok, context: str, reply: str) -> tuple[list[int], list[int]]:

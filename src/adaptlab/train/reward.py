@@ -76,18 +76,33 @@ def is_reward_adapter(folder) -> bool:
     return (Path(folder) / HEAD_FILE).exists()
 
 
+def check_reward_adapter(folder) -> None:
+    if not is_reward_adapter(folder):
+        raise ConfigError(f"{folder}: not a reward model (no {HEAD_FILE}); train one with --set objective=reward")
+
+
+def trained_max_len(folder, default: int = 512) -> int:
+    """The max_seq_len the reward adapter at ``folder`` was trained with (its tune_config.json)."""
+    import json
+
+    cfg = Path(folder) / "tune_config.json"
+    try:
+        return int(json.loads(cfg.read_text())["train_config"]["max_seq_len"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default
+
+
 class RewardModel:
     """A saved reward adapter: ``score([(prompt, reply), ...]) -> [float]`` (prompt as the task renders it)."""
 
-    def __init__(self, folder, backbone=None, max_len: int = 512):
+    def __init__(self, folder, backbone=None, max_len: int | None = None):
         from safetensors.torch import load_file
 
         from adaptlab.tuning.io import load_adapter
 
-        if not is_reward_adapter(folder):
-            raise ConfigError(f"{folder}: not a reward model (no {HEAD_FILE}); train one with --set objective=reward")
+        check_reward_adapter(folder)
         self.backbone, self.tuned = load_adapter(folder, backbone=backbone)
-        self.max_len = max_len
+        self.max_len = max_len or trained_max_len(folder)
         self.tuned.eval()
         w = load_file(str(Path(folder) / HEAD_FILE))["weight"]
         self.head = nn.Linear(w.shape[1], 1, bias=False)

@@ -18,6 +18,7 @@ candidate vocabulary from the run's own train texts) and ``pick_source(...)`` (S
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import sys
@@ -118,7 +119,7 @@ def adam_for(cfg: TrainConfig, lr: float) -> AdamW:
                  warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm)
 
 
-def feedback_objective(backbone, tuned, task, cfg: TrainConfig, pref):
+def feedback_objective(backbone, tuned, task, cfg: TrainConfig, pref, judge=None):
     """The objective of ``--set objective=dpo|reward|grpo`` (``train.preference.PreferenceConfig``)."""
     if pref.objective == "dpo":
         from adaptlab.train.dpo import DPO
@@ -131,16 +132,16 @@ def feedback_objective(backbone, tuned, task, cfg: TrainConfig, pref):
                         pref.max_reply_len)
     from adaptlab.train.grpo import GRPO
 
-    return GRPO(backbone, tuned, task, cfg.max_seq_len, pref)
+    return GRPO(backbone, tuned, task, cfg.max_seq_len, pref, judge)
 
 
 def train_on_task(backbone, tuned, task, train_examples: list[dict], cfg: TrainConfig, out, *,
                   dev_examples: list[dict] | None = None, lr: float = 1e-3, resume: bool = False,
                   progress: bool = True, on_step: Callable[[int, float], None] | None = None,
-                  meta: dict | None = None, pref=None) -> dict:
+                  meta: dict | None = None, pref=None, judge=None) -> dict:
     """Train ``tuned`` on a labelled task and write the best adapter to ``out``; returns the run
     summary (also in ``out/adaptlab.json``'s ``stats``). ``pref``: a ``PreferenceConfig`` whose
-    objective (dpo, reward, grpo) replaces the task's own."""
+    objective (dpo, reward, grpo) replaces the task's own; ``judge``: GRPO's reward model, loaded."""
     from adaptlab.tuning.io import adapter_bytes, save_adapter, update_stats
 
     from adaptlab.tuning import get_method
@@ -148,7 +149,7 @@ def train_on_task(backbone, tuned, task, train_examples: list[dict], cfg: TrainC
     out = Path(out)
     if pref is not None and pref.objective != "task":
         return _train_feedback(backbone, tuned, task, train_examples, cfg, out, dev_examples, lr, resume,
-                               progress, on_step, meta, pref)
+                               progress, on_step, meta, pref, judge)
     if task.schema == "preference":
         raise ConfigError(f"task {task.name} is a preference task: train it with --set objective=dpo or "
                           "--set objective=reward")
@@ -169,15 +170,28 @@ def train_on_task(backbone, tuned, task, train_examples: list[dict], cfg: TrainC
 
 
 def _train_feedback(backbone, tuned, task, train_examples, cfg, out, dev_examples, lr, resume, progress, on_step,
-                    meta, pref) -> dict:
+                    meta, pref, judge=None) -> dict:
     """DPO, a reward model or GRPO through the one loop: AdamW, the held-out score as the dev metric
-    (implicit reward accuracy, pairwise accuracy, or the task metric after GRPO)."""
+    (implicit reward accuracy, pairwise accuracy, the task metric after GRPO, or against a reward
+    model the judge's mean score of greedy replies to the dev prompts)."""
     from adaptlab.tuning.io import adapter_bytes, save_adapter, update_stats
 
     if not getattr(get_method_module(tuned.method), "gradient", True):
         raise ConfigError(f"method {tuned.method} is gradient-free: --set objective={pref.objective} needs gradients")
-    objective = feedback_objective(backbone, tuned, task, cfg, pref)
-    if pref.objective == "grpo":
+    objective = feedback_objective(backbone, tuned, task, cfg, pref, judge)
+    if pref.objective == "grpo" and objective.judge is not None:
+        def judged() -> float:
+            from adaptlab.engine import make_lm
+            from adaptlab.progress import status
+            from adaptlab.train.grpo import mean_reward
+
+            with status(f"dev eval grpo {tuned.method}") if progress else contextlib.nullcontext():
+                lm = make_lm(backbone, model=tuned, batch_size=max(16, cfg.batch_size), truncate=task.truncate)
+                return mean_reward(lm, task, dev_examples, objective.judge, pref.max_new_tokens,
+                                   objective.render)["reward"]
+
+        evaluate, metric = (judged if dev_examples else None), "reward"
+    elif pref.objective == "grpo":
         evaluate = (dev_hook(backbone, tuned, task, dev_examples, max(16, cfg.batch_size), progress)
                     if dev_examples else None)
         metric = task.metric
@@ -280,12 +294,25 @@ def _tune(task: str, method: str, model: str | None = None, *, out: str, sets: d
     spec = load_task(task)
     m, mcfg, pcfg, tcfg = build_configs(method, sets, train_values, PreferenceConfig, "feedback option")
     check_requirements(method)
-    if spec.schema == "preference" and pcfg.objective not in ("dpo", "reward"):
-        raise ConfigError(f"task {spec.name} is a preference task: pass --set objective=dpo or --set objective=reward")
+    if spec.schema == "preference" and pcfg.objective == "task":
+        raise ConfigError(f"task {spec.name} is a preference task: pass --set objective=dpo, --set objective=reward, "
+                          "or --set objective=grpo with --set reward_model=DIR")
     if pcfg.objective in ("dpo", "reward") and spec.schema != "preference":
         raise ConfigError(f"--set objective={pcfg.objective}: task {spec.name} is {spec.schema}, not a preference task")
-    if pcfg.objective == "grpo" and not (spec.schema == "qa" and spec.answer_type == "number"):
-        raise ConfigError(f"--set objective=grpo: the exact-match reward needs a numeric qa task, not {spec.name}")
+    if pcfg.objective == "grpo":
+        from adaptlab.train.grpo import check_task as check_grpo_task
+
+        try:
+            check_grpo_task(spec, pcfg.reward_model)
+        except ConfigError as e:
+            raise ConfigError(f"--set objective=grpo: {e}") from None
+        if pcfg.reward_model:
+            from adaptlab.train.reward import check_reward_adapter
+            from adaptlab.tuning.io import read_adapter
+
+            check_reward_adapter(pcfg.reward_model)
+            read_adapter(pcfg.reward_model)
+            pcfg = dataclasses.replace(pcfg, reward_model=str(Path(pcfg.reward_model).resolve()))
     if pcfg.objective in ("dpo", "grpo") and not get_method(method).prefix:
         raise ConfigError(f"--set objective={pcfg.objective}: the reference is the model with its adapter off; "
                           f"method {method} trains the base weights, so there is none")
@@ -334,6 +361,11 @@ def _tune(task: str, method: str, model: str | None = None, *, out: str, sets: d
     if backbone is None:
         backbone = load_backbone(model)
     check_task(backbone, spec)
+    judge = None
+    if pcfg.reward_model:                             # another base's reward model fails here, before writing
+        from adaptlab.train.grpo import load_judge
+
+        judge = load_judge(pcfg.reward_model, backbone)
     torch.manual_seed(tcfg.seed)                      # the method's initialisation is seeded too
     tuned = apply_method(backbone, method, mcfg, spec)
     if vocab:
@@ -351,6 +383,6 @@ def _tune(task: str, method: str, model: str | None = None, *, out: str, sets: d
         outp.mkdir(parents=True, exist_ok=True)
         atomic_write_json(outp / "tune_config.json", {**resolved, "base": backbone.identity})
     stats = train_on_task(backbone, tuned, spec, train_ex, tcfg, outp, dev_examples=dev_ex, lr=m.default_lr(backbone.kind), resume=resume,
-                          progress=progress, meta={"tune_config": "tune_config.json"}, pref=pcfg)
+                          progress=progress, meta={"tune_config": "tune_config.json"}, pref=pcfg, judge=judge)
     return {"out": str(outp), "task": spec.name, "method": method, "model": model_name,
             "method_config": config_dict(mcfg), "train_config": config_dict(tcfg), **stats}
