@@ -5,6 +5,7 @@ one JSON row per run to bench/results/rlhf.jsonl.
     python bench/rlhf_real.py rm   --seed 0 --train-limit 400 --test-limit 223
     python bench/rlhf_real.py dpo  --seed 0 --rm OUT/rm-s0 --gen-prompts 24
     python bench/rlhf_real.py grpo --seed 0 --test-limit 60
+    python bench/rlhf_real.py grpo-rm --seed 0 --rm OUT/rm-s0 --train-limit 16 --max-steps 8 --gen-prompts 16
 
 rm:   reward model (Bradley-Terry, lora body) -> held-out pairwise accuracy on the test split.
 dpo:  DPO (beta 0.1) -> held-out implicit reward accuracy; greedy replies to test prompts before
@@ -12,6 +13,10 @@ dpo:  DPO (beta 0.1) -> held-out implicit reward accuracy; greedy replies to tes
 grpo: GRPO with the exact-match reward on multiarith (train = its train split, test[:50]) ->
       test accuracy (test[100:], the first --test-limit) before/after with the same greedy decoding,
       and the per-step reward and KL.
+grpo-rm: GRPO on hh_rlhf_harmless's train prompts with the reward model at --rm as the reward
+      (InstructGPT's RL stage) -> the reward model's mean score of greedy replies to the first
+      --gen-prompts test prompts before (adapters off) and after, the win rate, and the per-step
+      reward and KL. The judge of before/after is the same reward model GRPO was trained against.
 """
 
 from __future__ import annotations
@@ -128,9 +133,44 @@ def run_grpo(a, backbone, outdir: Path) -> dict:
             "curve": log_curve(out, ["loss", "reward", "kl", "reward_std"])}
 
 
+def run_grpo_rm(a, backbone, outdir: Path) -> dict:
+    from adaptlab.data import load_split
+    from adaptlab.engine import make_lm
+    from adaptlab.tasks import load_task
+    from adaptlab.train import tune
+    from adaptlab.train.grpo import GRPO, mean_reward
+    from adaptlab.train.preference import PreferenceConfig
+    from adaptlab.tuning.io import load_adapter
+
+    task = load_task("hh_rlhf_harmless")
+    test = load_split(task, "test", limit=a.gen_prompts)
+    out = outdir / f"grpo-rm-s{a.seed}"
+    res = tune("hh_rlhf_harmless", "lora", out=str(out), backbone=backbone, progress=False, seed=a.seed,
+               train_limit=a.train_limit, batch_size=a.batch_size, max_steps=a.max_steps,
+               sets={"objective": "grpo", "reward_model": a.rm, "group_size": a.group,
+                     "max_new_tokens": a.gen_tokens, "max_seq_len": a.max_len, "eval": False, "log_every": 1,
+                     "kl_beta": a.kl_beta})
+    _, tuned = load_adapter(out, backbone=backbone)
+    pcfg = PreferenceConfig(objective="grpo", reward_model=a.rm)
+    obj = GRPO(backbone, tuned, task, a.max_len, pcfg)
+    lm = make_lm(backbone, model=tuned, batch_size=8)
+    after = mean_reward(lm, task, test, obj.judge, a.gen_tokens, obj.render)
+    with tuned.disable_adapters():
+        before = mean_reward(lm, task, test, obj.judge, a.gen_tokens, obj.render)
+    sa, sb = after["scores"], before["scores"]
+    wins = sum(x > y for x, y in zip(sa, sb)) + 0.5 * sum(x == y for x, y in zip(sa, sb))
+    return {"gen_prompts": len(test), "rm_mean_before": round(before["reward"], 4),
+            "rm_mean_after": round(after["reward"], 4), "win_rate_after_over_before": round(wins / len(sb), 4),
+            "identical_replies": sum(x == y for x, y in zip(before["replies"], after["replies"])),
+            "train_steps": res["steps"], "train_seconds": res["train_seconds"], "judge": str(a.rm),
+            "group": a.group, "gen_tokens": a.gen_tokens,
+            "curve": log_curve(out, ["loss", "reward", "kl", "reward_std", "reply_tokens"]),
+            "example": {"before": before["replies"][0][:200], "after": after["replies"][0][:200]}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["rm", "dpo", "grpo"])
+    p.add_argument("what", choices=["rm", "dpo", "grpo", "grpo-rm"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-limit", type=int, default=400)
     p.add_argument("--test-limit", type=int, default=None)
@@ -154,7 +194,8 @@ def main() -> None:
     row = {"what": a.what, "model": backbone.name, "seed": a.seed, "train_limit": a.train_limit,
            "max_len": a.max_len, "batch_size": a.batch_size, "epochs": a.epochs, "date": time.strftime("%Y-%m-%d"),
            "torch_threads": torch.get_num_threads()}
-    row.update({"rm": run_rm, "dpo": run_dpo, "grpo": run_grpo}[a.what](a, backbone, Path(a.out)))
+    row.update({"rm": run_rm, "dpo": run_dpo, "grpo": run_grpo, "grpo-rm": run_grpo_rm}[a.what](a, backbone,
+                                                                                              Path(a.out)))
     row["wall_seconds"] = round(time.perf_counter() - t0, 1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with RESULTS.open("a") as f:

@@ -351,7 +351,9 @@ def merge_cmd(adapter, out, model, as_json) -> None:
               "\"zero-shot,few-shot:k=8,lora:r=8\" (default: a mix of prompting and tuning); generalist "
               "runs train on a mixture with the task's cluster held out, then score the task: "
               "instruct[:mixture=flan-mini][:method=lora] (zero-shot), metaicl[:k=4][:mixture=...] (few-shot; "
-              "k demonstrations must fit max_seq_len, 512 by default for metaicl).")
+              "k demonstrations must fit max_seq_len, 512 by default for metaicl); feedback runs learn from "
+              "feedback on the task: reward-model and dpo on a preference task, grpo on a numeric qa task "
+              "(exact-match reward) or grpo:reward_model=DIR on a preference task.")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Seeds per run.")
 @click.option("--out", default=None, help="Output folder (default: runs/compare-<task>); re-use it to resume.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Test examples (first N).")
@@ -364,8 +366,8 @@ def merge_cmd(adapter, out, model, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def compare_cmd(task, model, runs, seeds, out, limit, data, train_limit, epochs, max_steps, batch_size,
                 as_json) -> None:
-    """Run prompting strategies, tuning methods and generalist (mixture-trained) runs on one task; write
-    results and a report."""
+    """Run prompting strategies, tuning methods, generalist (mixture-trained) and feedback (reward model,
+    DPO, GRPO) runs on one task; write results and a report."""
     from adaptlab.compare import DEFAULT_RUNS, CompareConfig, compare
     from adaptlab.errors import ResultsNotWritten
     from adaptlab.report import COLUMNS, _display_rows, format_table, summarize

@@ -19,6 +19,11 @@ train split (the run's seed) after ``metaicl``. Like a tuning run, it takes ``--
 ``--epochs``, ``--max-steps`` (a cap), ``--batch-size`` and the seeds, and its record has the
 trainable parameters, adapter bytes, seconds, steps and the trainer's resolved config.
 
+A feedback run (kind ``feedback``, ``feedback.py``) learns from feedback on the task itself:
+``reward-model`` and ``dpo`` on a preference task's pairs (scored by held-out pairwise accuracy),
+``grpo`` on a numeric qa task (exact-match reward; scored by the task metric before and after) or,
+with ``:reward_model=DIR``, on a preference task's prompts (scored by that reward model).
+
 ``DIR/results.jsonl`` gets one record per finished run x seed (written atomically, in full, after
 each one). Re-running with the same ``--out`` keeps the finished records and redoes the rest (with
 more ``--seeds``, only the new seeds run);
@@ -50,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adaptlab.config import atomic_write_json, atomic_write_text, build_config, check, config_dict
-from adaptlab import stages
+from adaptlab import feedback, stages
 from adaptlab.errors import ConfigError, ResultsNotWritten, UserError
 
 DEFAULT_RUNS = "zero-shot,instruction,few-shot:k=4,head,lora"
@@ -86,7 +91,7 @@ class CompareConfig:
 class RunSpec:
     label: str                       # as the user wrote it, e.g. "lora:r=8"
     name: str                        # strategy, method or generalist trainer name
-    kind: str                        # "prompt" | "tune" | "generalist"
+    kind: str                        # "prompt" | "tune" | "generalist" | "feedback"
     sets: dict = field(default_factory=dict)
 
 
@@ -178,11 +183,15 @@ def parse_runs(text: str, *, task=None, model_kind=None) -> list[RunSpec]:
         elif name in GENERALISTS:
             _check_generalist(item, name, sets, task, model_kind and kind)
             specs.append(RunSpec(item, name, "generalist", sets))
+        elif name in feedback.FEEDBACK:
+            feedback.check_run(item, name, sets, task)
+            specs.append(RunSpec(item, name, "feedback", sets))
         else:
             raise ConfigError(f"--runs: unknown run {name!r}; prompting: {', '.join(STRATEGIES)}; "
                               f"tuning: {', '.join(METHODS)} (optionally after stages: "
                               f"{', '.join(s + '+' for s in stages.STAGES)}); generalist: "
-                              f"{', '.join(GENERALISTS)} (trained on a mixture, the task's cluster held out)")
+                              f"{', '.join(GENERALISTS)} (trained on a mixture, the task's cluster held out); "
+                              f"feedback: {', '.join(feedback.FEEDBACK)}")
     return specs
 
 
@@ -407,6 +416,9 @@ def _compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dic
         try:
             if spec.kind == "prompt":
                 rec.update(_run_prompt(spec, seed, backbone, task, test, pool_loader, progress))
+            elif spec.kind == "feedback":
+                rec.update(feedback.run(spec, seed, backbone, task, test, cfg,
+                                        outp / "runs" / f"{_safe(spec.label)}-seed{seed}", progress))
             elif spec.kind == "generalist":
                 rec.update(_run_generalist(spec, seed, backbone, task, test, cfg,
                                            outp / "runs" / f"{_safe(spec.label)}-seed{seed}", pool_loader, progress))

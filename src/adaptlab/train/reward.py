@@ -133,8 +133,6 @@ def eval_preference(task, adapter: str | None, *, data: str | None = None, split
                     limit: int | None = None, batch_size: int = 8, max_len: int = 512) -> dict:
     """``adaptlab eval`` on a preference task: a reward adapter's pairwise accuracy and margin, or a
     policy adapter's (DPO) implicit reward accuracy, on the split's pairs."""
-    import json
-
     from adaptlab.data import load_split
     from adaptlab.tuning.io import load_adapter
 
@@ -142,18 +140,25 @@ def eval_preference(task, adapter: str | None, *, data: str | None = None, split
         raise ConfigError(f"task {task.name} is a preference task: eval needs --adapter (a reward model or a DPO policy)")
     exs = load_split(task, split, data, limit=limit)
     backbone, tuned = load_adapter(adapter)
+    obj, what = pair_scorer(task, backbone, tuned, adapter, max_len)
+    m = obj.evaluate(tuned, exs, batch_size)
+    return {"task": task.name, "adapter": str(adapter), "scored_as": what, "split": split, "n": len(exs),
+            "truncated_pairs": obj.truncated, **{k: round(v, 6) for k, v in m.items()}}
+
+
+def pair_scorer(task, backbone, tuned, adapter, max_len: int = 512):
+    """(objective whose ``evaluate(tuned, pairs)`` scores held-out pairs, what it scores as): a
+    reward adapter's Bradley-Terry head, or a policy's implicit reward (DPO, with its own beta)."""
+    import json
+
     if is_reward_adapter(adapter):
         from safetensors.torch import load_file
 
         obj = RewardBT(backbone.tokenizer, task, max_len, tuned.model.config.hidden_size)
         obj.head.weight.data.copy_(load_file(str(Path(adapter) / HEAD_FILE))["weight"])
-        what = "reward model"
-    else:
-        from adaptlab.train.dpo import DPO
+        return obj, "reward model"
+    from adaptlab.train.dpo import DPO
 
-        cfg = Path(adapter) / "tune_config.json"
-        beta = json.loads(cfg.read_text()).get("feedback_config", {}).get("beta", 0.1) if cfg.exists() else 0.1
-        obj, what = DPO(backbone.tokenizer, task, max_len, beta), "policy (implicit reward)"
-    m = obj.evaluate(tuned, exs, batch_size)
-    return {"task": task.name, "adapter": str(adapter), "scored_as": what, "split": split, "n": len(exs),
-            "truncated_pairs": obj.truncated, **{k: round(v, 6) for k, v in m.items()}}
+    cfg = Path(adapter) / "tune_config.json"
+    beta = json.loads(cfg.read_text()).get("feedback_config", {}).get("beta", 0.1) if cfg.exists() else 0.1
+    return DPO(backbone.tokenizer, task, max_len, beta), "policy (implicit reward)"
