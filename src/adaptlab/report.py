@@ -5,7 +5,10 @@ Every plot has a title, axis labels and a legend where it shows more than one ki
 quality axes run from chance (1/labels for classification, else 0) to 1, with error bars (the std
 over seeds, or with one seed the binomial standard error over the n test examples) and n in the
 title, so that 2 examples of 300 do not look like a steep rise. Prompting runs train and store
-nothing: the quality-vs-cost plots put them in a strip of their own at 0, never at 1 on a log axis."""
+nothing: the quality-vs-cost plots put them in a strip of their own at 0, never at 1 on a log axis.
+Learning-from-feedback runs (reward model, DPO, GRPO) count on the tuning side, with training curves
+of their own; one scored by a reward model instead of the task's metric stays out of the verdict and
+the quality plots."""
 
 from __future__ import annotations
 
@@ -49,8 +52,9 @@ def _numeric(s: str) -> bool:
 # --------------------------------------------------------------------------- compare reports
 
 # Row kinds that train an adapter (the tuning side of the verdict and plots): a tuning method on
-# the task, and a generalist (instruct / metaicl) trained on a mixture with the task's cluster held out.
-TRAINED = ("tune", "generalist")
+# the task, a generalist (instruct / metaicl) trained on a mixture with the task's cluster held out, and
+# learning from feedback (a reward model, DPO, GRPO).
+TRAINED = ("tune", "generalist", "feedback")
 
 COLUMNS = ["run", "kind", "metric", "mean", "std", "seeds", "trainable_params", "adapter_bytes", "train_s",
            "train_calls", "train_forwards", "eval_s", "calls", "tokens", "status"]
@@ -71,6 +75,8 @@ def summarize(recs: list[dict]) -> list[dict]:
             row.update(mixture=(ok[0].get("config") or {}).get("mixture", {}).get("name"),
                        held_out=ok[0].get("held_out", []), train_clusters=ok[0].get("train_clusters", []),
                        scored=ev.get("strategy", "zero-shot") + (f" k={ev['k']}" if ev.get("k") else ""))
+        if ok and rs[0]["kind"] == "feedback":
+            row.update(_feedback_fields(ok))
         if ok:
             metric = ok[0]["metric"]
             vals = [r["metrics"][metric] for r in ok]
@@ -92,6 +98,43 @@ def summarize(recs: list[dict]) -> list[dict]:
             row["error"] = next(r.get("error", "") for r in rs if r.get("status") != "ok")
         rows.append(row)
     return rows
+
+
+def _feedback_fields(ok: list[dict]) -> dict:
+    """A feedback run's objective; before_mean: its metric before training (GRPO records carry it),
+    the mean over seeds; last_step: each quantity of the last logged training step, the mean over seeds."""
+    metric = ok[0]["metric"]
+    out = {"objective": ok[0].get("objective")}
+    before = [r["before"][metric] for r in ok if metric in (r.get("before") or {})]
+    if before:
+        out["before_mean"] = statistics.fmean(before)
+    last: dict[str, list[float]] = {}
+    for r in ok:
+        for k, v in (r["curve"][-1] if r.get("curve") else {}).items():
+            if k != "step" and _finite(v):
+                last.setdefault(k, []).append(v)
+    if last:
+        out["last_step"] = {k: statistics.fmean(v) for k, v in last.items()}
+    return out
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def main_metric(rows: list[dict]) -> str | None:
+    """The task's metric, which the verdict and the quality plots compare on: the first scored run's
+    that is a task metric (a GRPO run scored by its reward model reports "reward", which is not)."""
+    from adaptlab.tasks import METRICS
+
+    ok = [r for r in rows if "mean" in r]
+    return next((r["metric"] for r in ok if r["metric"] in METRICS), ok[0]["metric"] if ok else None)
+
+
+def _comparable(rows: list[dict]) -> list[dict]:
+    """The scored rows on the task's metric (what the verdict and the quality plots compare)."""
+    metric = main_metric(rows)
+    return [r for r in rows if "mean" in r and r["metric"] == metric]
 
 
 def _human_bytes(n) -> str:
@@ -169,16 +212,21 @@ PLOT_ALT = {
                      "from chance to 1, with error bars.",
     "accuracy_vs_flipped": "Quality of few-shot prompting against the share of demonstration labels flipped, "
                            "from 0 to 1, with error bars.",
+    "feedback_curves": "Training curves of the learning-from-feedback runs against the step (mean over seeds at "
+                       "each logged step), one panel per quantity logged: GRPO's mean reward of its sampled replies "
+                       "and its KL to the reference model, the training pairwise accuracy of a reward model or DPO, "
+                       "and every run's loss.",
 }
 
 PROMPT_STYLE = {"fmt": "s", "color": "tab:orange", "label": "prompting (nothing trained or stored)"}
 TUNE_STYLE = {"fmt": "o", "color": "tab:blue", "label": "tuning"}
 GENERALIST_STYLE = {"fmt": "D", "color": "tab:green", "label": "generalist (mixture-trained, task held out)"}
+FEEDBACK_STYLE = {"fmt": "^", "color": "tab:purple", "label": "learning from feedback"}
+STYLES = {"tune": TUNE_STYLE, "generalist": GENERALIST_STYLE, "feedback": FEEDBACK_STYLE}   # the TRAINED kinds
 
 
 def _style(r: dict) -> dict:
-    return (PROMPT_STYLE if r["kind"] not in TRAINED else GENERALIST_STYLE if r["kind"] == "generalist"
-            else TUNE_STYLE)
+    return STYLES.get(r["kind"], PROMPT_STYLE)
 
 
 def _n_by_run(recs: list[dict]) -> dict[str, int]:
@@ -267,12 +315,12 @@ def figures(rows: list[dict], recs: list[dict], n_labels: int = 0) -> dict:
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    ok = [r for r in rows if "mean" in r]
+    ok = _comparable(rows)
     if not ok:
         return {}
     metric = ok[0]["metric"]
     chance = 1.0 / n_labels if n_labels and metric in ("accuracy", "macro_f1") else 0.0
-    n_of = _n_by_run(recs)
+    n_of = {run: n for run, n in _n_by_run(recs).items() if run in {r["run"] for r in ok}}
     ntext = _n_text(n_of.get(r["run"]) for r in ok)
     figs: dict = {}
     with plt.rc_context({"font.size": FONT, "axes.titlesize": FONT + 1, "legend.fontsize": FONT - 1}):
@@ -281,7 +329,7 @@ def figures(rows: list[dict], recs: list[dict], n_labels: int = 0) -> dict:
                 ("adapter_bytes", "bytes stored per task (log scale)", "metric_vs_bytes", "storage per task")):
             figs[name] = _quality_vs(plt, Line2D, ok, n_of, key, xlabel, f"{metric} vs {what}"
                                      + (f" ({ntext})" if ntext else ""), metric, chance)
-        figs["cost"] = _cost_figure(plt, ok)
+        figs["cost"] = _cost_figure(plt, [r for r in rows if "mean" in r])
         for pick, xlabel, name, what in ((_k_of, "number of demonstrations k (0 = zero-shot)", "accuracy_vs_k",
                                           "number of demonstrations"),
                                          (_flip_of, "% of demonstration labels flipped", "accuracy_vs_flipped",
@@ -309,7 +357,69 @@ def figures(rows: list[dict], recs: list[dict], n_labels: int = 0) -> dict:
             ax.legend(loc="best")
             fig.tight_layout()
             figs[name] = fig
+        series = _feedback_series(recs)
+        if series:
+            figs["feedback_curves"] = _feedback_figure(plt, Line2D, series)
     return figs
+
+
+# The panels of the feedback_curves plot: title, y label, and per objective the key of its training log
+# ("curve") that the panel draws.
+FEEDBACK_PANELS = (
+    ("reward (GRPO)", "mean reward of the sampled replies", {"grpo": "reward"}),
+    ("KL to the reference (GRPO)", "KL to the reference", {"grpo": "kl"}),
+    ("training accuracy (reward model, DPO)", "pairwise accuracy (train pairs)",
+     {"reward": "accuracy", "dpo": "reward_accuracy"}),
+    ("loss", "training loss", {"reward": "loss", "dpo": "loss", "grpo": "loss"}),
+)
+
+
+def _feedback_series(recs: list[dict]) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """Panel title -> run -> (step, mean over seeds) from the ok feedback records' training logs;
+    only panels and runs with data."""
+    acc: dict[str, dict[str, dict[float, list[float]]]] = {}
+    for r in recs:
+        if r.get("kind") != "feedback" or r.get("status") != "ok":
+            continue
+        for title, _, keys in FEEDBACK_PANELS:
+            key = keys.get(r.get("objective"))
+            for step in r.get("curve") or []:
+                if key and _finite(step.get(key)):
+                    acc.setdefault(title, {}).setdefault(r["run"], {}).setdefault(step["step"], []).append(step[key])
+    return {title: {run: sorted((s, statistics.fmean(v)) for s, v in steps.items()) for run, steps in runs.items()}
+            for title, runs in acc.items()}
+
+
+def _feedback_figure(plt, Line2D, series: dict):
+    """One panel per quantity in ``series`` (at most 2 x 2), a line per run in the same colour in every
+    panel, one legend below them."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    panels = [p for p in FEEDBACK_PANELS if p[0] in series]
+    runs = list(dict.fromkeys(run for title, _, _ in panels for run in series[title]))
+    colour = {run: f"C{i % 10}" for i, run in enumerate(runs)}
+    cols = 1 if len(panels) == 1 else 2
+    grid_rows = math.ceil(len(panels) / cols)
+    legend_rows = math.ceil(len(runs) / 3)
+    height = 3.0 * grid_rows + 1.0 + 0.25 * legend_rows
+    fig, axes = plt.subplots(grid_rows, cols, figsize=(6.4 if cols == 1 else 7.6, height), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.remove()
+    for ax, (title, ylabel, _) in zip(axes.flat, panels):
+        for run, pts in series[title].items():
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colour[run],
+                    marker="o" if len(pts) <= 20 else None, ms=3)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))   # no offset text over the title
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    fig.suptitle("learning from feedback: training curves\n(mean over seeds at each logged step)", fontsize=FONT + 1)
+    fig.legend(handles=[Line2D([], [], color=colour[run], marker="o", ms=3, label=_short(run)) for run in runs],
+               loc="lower center", ncol=min(3, len(runs)), frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, (0.15 + 0.25 * legend_rows) / height, 1, 1))
+    return fig
 
 
 def _quality_vs(plt, Line2D, ok, n_of, key, xlabel, title, metric, chance):
@@ -366,7 +476,8 @@ def _quality_vs(plt, Line2D, ok, n_of, key, xlabel, title, metric, chance):
     handles = [Line2D([], [], marker=s["fmt"], color=s["color"], ls="", label=s["label"])
                for s, rs in ((PROMPT_STYLE, [r for r in prompt if r["kind"] not in TRAINED]),
                              (TUNE_STYLE, [r for r in tune if r["kind"] == "tune"]),
-                             (GENERALIST_STYLE, [r for r in tune if r["kind"] == "generalist"])) if rs]
+                             (GENERALIST_STYLE, [r for r in tune if r["kind"] == "generalist"]),
+                             (FEEDBACK_STYLE, [r for r in tune if r["kind"] == "feedback"])) if rs]
     if chance:
         handles.append(Line2D([], [], ls=":", color="0.4", label=f"chance ({chance:.2g})"))
     fig.suptitle(title + "\n" + _err_label(seeds, min(ns) if ns else None), fontsize=FONT + 1)
@@ -445,8 +556,8 @@ def make_plots(rows: list[dict], recs: list[dict], n_labels: int = 0) -> dict[st
 
 def verdict(rows: list[dict]) -> list[str]:
     """Which way to adapt, in a few sentences from the table: the best run, the best of each half,
-    what the gain of tuning costs, and the cheapest tuned run close to the best."""
-    ok = [r for r in rows if "mean" in r]
+    what the gain of tuning costs, and the cheapest tuned run close to the best; on the task's metric only."""
+    ok = _comparable(rows)
     if not ok:
         return []
     metric = ok[0]["metric"]
@@ -519,6 +630,44 @@ GENERALIST_NOTE = ("Trained on a task mixture without the compared task's cluste
                    "tuning side.")
 
 
+# objective -> (in words, what its held-out metric is); GRPO's depends on the metric (see feedback_lines)
+OBJECTIVES = {
+    "reward": ("reward model (Bradley–Terry)", "pairwise accuracy on the test pairs, chance 0.5"),
+    "dpo": ("DPO", "implicit reward accuracy on the test pairs, chance 0.5"),
+    "grpo": ("GRPO", "the task's {metric} after GRPO"),
+}
+GRPO_REWARD = "mean reward-model score of its greedy replies to the test prompts"
+
+
+def _mean_std(r: dict) -> str:
+    return (f"{r['mean']:.4f} ± {r['std']:.4f} over {r['seeds']} seeds" if r["seeds"] > 1
+            else f"{r['mean']:.4f} on one seed")
+
+
+def feedback_lines(rows: list[dict]) -> list[str]:
+    """One line per scored feedback run: its objective, its held-out metric and what that is; for GRPO
+    the metric before -> after training and the training reward and KL at the last logged step."""
+    out = []
+    for r in rows:
+        if r.get("kind") != "feedback" or "mean" not in r:
+            continue
+        words, what = OBJECTIVES.get(r.get("objective"), (r.get("objective"), "its held-out metric"))
+        what = GRPO_REWARD if r.get("objective") == "grpo" and r["metric"] == "reward" else what.format(**r)
+        score = (f"{r['metric']} before → after training: {r['before_mean']:.4f} → {_mean_std(r)}"
+                 if "before_mean" in r else f"{r['metric']} {_mean_std(r)}")
+        last, trained = r.get("last_step") or {}, ""
+        if r.get("objective") == "grpo" and {"reward", "kl"} <= set(last):
+            trained = (f"; at the last logged step: training reward {last['reward']:.4f}, KL to the reference "
+                       f"{last['kl']:.4g} (mean over seeds)")
+        out.append(f"- **{r['run']}**: {words}; {score} ({what}){trained}")
+    return out
+
+
+FEEDBACK_NOTE = ("Trained from preference pairs or a reward instead of gold answers; their trainable_params, "
+                 "adapter_bytes and train_s count on the tuning side. A run scored by a reward model rather than "
+                 "on the task's metric stays out of the verdict and the quality plots.")
+
+
 TOKENS_NOTE = ("**tokens**: the prompt tokens the model actually ran, plus any it generated. A prefix that a "
                "batch's prompts share (the instruction and few-shot demonstrations used for every example) is "
                "computed once, kept in the KV cache and counted once, not once per example, so such a few-shot "
@@ -562,6 +711,9 @@ def markdown_report(rows: list[dict], settings: dict, plots: list[str]) -> str:
     general = generalist_lines(rows)
     if general:
         lines += ["", "## Generalist runs", "", GENERALIST_NOTE, ""] + general
+    feedback = feedback_lines(rows)
+    if feedback:
+        lines += ["", "## Learning from feedback", "", FEEDBACK_NOTE, ""] + feedback
     failed = [r for r in rows if r.get("error")]
     if failed:
         lines += ["", "## Failed runs", ""]
@@ -598,6 +750,7 @@ def html_report(rows: list[dict], settings: dict, plots: dict[str, bytes]) -> st
     errors = "".join("<li>" + _inline(f"**{r['run']}**: {r['error']}") + "</li>" for r in rows if r.get("error"))
     staged = "".join(f"<li>{_inline(line[2:])}</li>" for line in stage_lines(rows))
     general = "".join(f"<li>{_inline(line[2:])}</li>" for line in generalist_lines(rows))
+    feedback = "".join(f"<li>{_inline(line[2:])}</li>" for line in feedback_lines(rows))
     imgs = ""
     for name, png in plots.items():
         w, h = _png_size(png)
@@ -634,6 +787,8 @@ img {{ max-width: 100%; height: auto; border: 1px solid #eee; }}
 <p class="note" id="columns">{_inline(TOKENS_NOTE)}</p>
 {('<h2>Stages before tuning</h2><p>' + html.escape(STAGES_NOTE) + '</p><ul>' + staged + '</ul>') if staged else ''}
 {('<h2>Generalist runs</h2><p>' + html.escape(GENERALIST_NOTE) + '</p><ul>' + general + '</ul>') if general else ''}
+{('<h2>Learning from feedback</h2><p>' + html.escape(FEEDBACK_NOTE) + '</p><ul>' + feedback + '</ul>')
+ if feedback else ''}
 {('<h2>Failed runs</h2><ul>' + errors + '</ul>') if errors else ''}
 {'<h2>Plots</h2>' if plots else ''}
 {('<p id="calls">' + html.escape(calls) + '</p>') if plots and calls else ''}
