@@ -10,7 +10,7 @@ one JSON row per run to bench/results/rlhf.jsonl.
 rm:   reward model (Bradley-Terry, lora body) -> held-out pairwise accuracy on the test split.
 dpo:  DPO (beta 0.1) -> held-out implicit reward accuracy; greedy replies to test prompts before
       (adapters off) and after, judged by the reward model trained on the train split: win rate.
-grpo: GRPO with the exact-match reward on multiarith (train = its train split, test[:50]) ->
+grpo: GRPO with the exact-match reward on --task (multiarith; train = its train split, test[:50]) ->
       test accuracy (test[100:], the first --test-limit) before/after with the same greedy decoding,
       and the per-step reward and KL.
 grpo-rm: GRPO on hh_rlhf_harmless's train prompts with the reward model at --rm as the reward
@@ -51,18 +51,25 @@ def run_rm(a, backbone, outdir: Path) -> dict:
     out = outdir / f"rm-s{a.seed}"
     res = tune("hh_rlhf_harmless", "lora", out=str(out), backbone=backbone, progress=False, seed=a.seed,
                train_limit=a.train_limit, batch_size=a.batch_size, epochs=a.epochs,
-               sets={"objective": "reward", "max_seq_len": a.max_len, "eval": False})
+               lr=a.lr, sets={"objective": "reward", "max_seq_len": a.max_len, "eval": False})
     task = load_task("hh_rlhf_harmless")
-    test = load_split(task, "test", limit=a.test_limit)
     rm = RewardModel(out, backbone=backbone, max_len=a.max_len)
     from adaptlab import text as text_path
 
-    ctx = [text_path.prompt(task, backbone.tokenizer, ex) for ex in test]
-    c = rm.score([(p, task.target.format(answer=ex["chosen"])) for p, ex in zip(ctx, test)])
-    r = rm.score([(p, task.target.format(answer=ex["rejected"])) for p, ex in zip(ctx, test)])
-    acc = sum(x > y for x, y in zip(c, r)) / len(test)
-    return {"test_pairs": len(test), "test_pairwise_accuracy": round(acc, 4),
-            "test_mean_margin": round(sum(x - y for x, y in zip(c, r)) / len(test), 4),
+    def pairwise(exs: list[dict]) -> tuple[float, float]:
+        ctx = [text_path.prompt(task, backbone.tokenizer, ex) for ex in exs]
+        c = rm.score([(p, task.target.format(answer=ex["chosen"])) for p, ex in zip(ctx, exs)])
+        r = rm.score([(p, task.target.format(answer=ex["rejected"])) for p, ex in zip(ctx, exs)])
+        return sum(x > y for x, y in zip(c, r)) / len(exs), sum(x - y for x, y in zip(c, r)) / len(exs)
+
+    test = load_split(task, "test", limit=a.test_limit)
+    acc, margin = pairwise(test)
+    dev = {}
+    if a.dev:                    # the last 200 train pairs, never trained on: where settings are chosen
+        dev_acc, _ = pairwise(load_split(task, "dev"))
+        dev = {"dev_pairwise_accuracy": round(dev_acc, 4)}
+    return {"test_pairs": len(test), "test_pairwise_accuracy": round(acc, 4), **dev,
+            "test_mean_margin": round(margin, 4), "lr": a.lr,
             "train_steps": res["steps"], "train_seconds": res["train_seconds"],
             "truncated_pairs": res.get("truncated_pairs"), "curve": log_curve(out, ["loss", "accuracy", "margin"])}
 
@@ -113,7 +120,7 @@ def run_grpo(a, backbone, outdir: Path) -> dict:
     from adaptlab.train import tune
     from adaptlab.tuning.io import load_adapter
 
-    task = load_task("multiarith")
+    task = load_task(a.task)
     test = load_split(task, "test", limit=a.test_limit)
 
     def acc(model) -> float:
@@ -121,14 +128,15 @@ def run_grpo(a, backbone, outdir: Path) -> dict:
         return evaluate(lm, task, make_strategy("zero-shot"), test).score
 
     before = acc(None)
-    out = outdir / f"grpo-s{a.seed}"
-    res = tune("multiarith", "lora", out=str(out), backbone=backbone, progress=False, seed=a.seed,
+    out = outdir / f"grpo-{a.task}-s{a.seed}"
+    res = tune(a.task, "lora", out=str(out), backbone=backbone, progress=False, seed=a.seed,
                train_limit=a.train_limit, batch_size=a.batch_size, max_steps=a.max_steps,
                sets={"objective": "grpo", "group_size": a.group, "max_new_tokens": a.gen_tokens,
                      "max_seq_len": a.max_len, "eval": False, "log_every": 1, "kl_beta": a.kl_beta})
     _, tuned = load_adapter(out, backbone=backbone)
     after = acc(tuned)
-    return {"test_examples": len(test), "accuracy_before": round(before, 4), "accuracy_after": round(after, 4),
+    return {"task": a.task, "group": a.group, "gen_tokens": a.gen_tokens, "test_examples": len(test),
+            "accuracy_before": round(before, 4), "accuracy_after": round(after, 4),
             "train_steps": res["steps"], "train_seconds": res["train_seconds"],
             "curve": log_curve(out, ["loss", "reward", "kl", "reward_std"])}
 
@@ -182,9 +190,12 @@ def main() -> None:
     p.add_argument("--kl-beta", type=float, default=0.04)
     p.add_argument("--group", type=int, default=4)
     p.add_argument("--rm", default=None)
+    p.add_argument("--task", default="multiarith", help="grpo: a numeric qa task (multiarith, singleeq, gsm8k)")
     p.add_argument("--gen-prompts", type=int, default=24)
     p.add_argument("--gen-tokens", type=int, default=48)
     p.add_argument("--out", default="/tmp/adaptlab-rlhf")
+    p.add_argument("--lr", type=float, default=None, help="rm: learning rate (default: the method's)")
+    p.add_argument("--dev", action="store_true", help="rm: also the pairwise accuracy on the dev split")
     a = p.parse_args()
     from adaptlab.models import load_backbone
 
