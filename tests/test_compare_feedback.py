@@ -50,17 +50,23 @@ def test_reward_model_dpo_and_grpo_against_it_on_a_preference_task(tmp_path, tin
     assert dpo["metrics"]["accuracy"] == dpo["metrics"]["reward_accuracy"]
     assert dpo["config"]["feedback_config"]["beta"] == 0.2
     for r in (rm, dpo):
-        assert 0.0 <= r["metrics"]["accuracy"] <= 1.0 and r["cost"]["calls"] == 6
+        assert 0.0 <= r["metrics"]["accuracy"] <= 1.0 and r["cost"]["calls"] == 6 and r["metrics"]["n"] == 3
         assert [c["step"] for c in r["curve"]] == [1, 2] and "loss" in r["curve"][0]
         assert "before" not in r
     assert "accuracy" in rm["curve"][0] and "reward_accuracy" in dpo["curve"][0]
     assert {"reward", "kl"} <= set(grpo["curve"][0]) and [c["step"] for c in grpo["curve"]] == [1, 2]
     assert set(grpo["before"]) == {"reward"} and 0.0 <= grpo["metrics"]["win_rate"] <= 1.0
+    assert grpo["metrics"]["n"] == 3
     assert grpo["config"]["feedback_config"]["reward_model"] == str(judge.resolve())
     assert grpo["cost"]["calls"] == 6                                  # 3 prompts, after and before
     for r in recs:
         assert r["trainable_params"] > 0 and r["adapter_bytes"] > 0 and r["train_steps"] == 2
-    assert "| reward-model:max_steps=2 | feedback |" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "| reward-model:max_steps=2 | feedback |" in md
+    from adaptlab.report import _n_by_run, _n_labels
+
+    assert set(_n_by_run(recs).values()) == {3}                         # n for the plots' error bars and titles
+    assert _n_labels({"task": "hh_rlhf_harmless"}) == 2                  # pairwise accuracy: chance 0.5
 
 
 def test_grpo_on_a_numeric_task_scores_the_metric_before_and_after(tmp_path, tiny_folder):

@@ -112,7 +112,8 @@ def _score_pairs(task, backbone, tuned, rundir: Path, test: list[dict]) -> dict:
         m["accuracy"] = m["reward_accuracy"]
     feats = obj.featurize(test)
     tokens = sum(2 * len(f["prompt"]) + len(f["chosen"]) + len(f["rejected"]) for f in feats)
-    return {"metrics": {k: round(v, 6) for k, v in m.items()}, "metric": "accuracy", "scored_as": what,
+    return {"metrics": {**{k: round(v, 6) for k, v in m.items()}, "n": len(test)}, "metric": "accuracy",
+            "scored_as": what,
             "truncated_test_pairs": obj.truncated,
             "cost": {"calls": 2 * len(test), "prompt_tokens": tokens, "generated_tokens": 0}}
 
@@ -132,7 +133,8 @@ def _score_policy(task, backbone, tuned, test: list[dict], fcfg: dict, progress:
         with tuned.disable_adapters():
             before = mean_reward(lm, task, test, judge, fcfg["max_new_tokens"], render)
         wins = sum((a > b) + 0.5 * (a == b) for a, b in zip(after["scores"], before["scores"]))
-        return {"metrics": {"reward": round(after["reward"], 6), "win_rate": round(wins / max(1, len(test)), 6)},
+        return {"metrics": {"reward": round(after["reward"], 6), "win_rate": round(wins / max(1, len(test)), 6),
+                            "n": len(test)},
                 "metric": "reward", "before": {"reward": round(before["reward"], 6)}, "cost": lm.cost.to_dict()}
     from adaptlab.evaluate import evaluate
     from adaptlab.prompting import make_strategy

@@ -252,10 +252,10 @@ def _err(mean: float, std: float, seeds: int, n) -> float:
 def _err_label(seeds, n) -> str:
     """What the error bars are, for the seed counts ``seeds`` (an int or the runs' counts)."""
     seeds = sorted({seeds} if isinstance(seeds, int) else set(seeds))
-    se = f"±1 standard error over {n:,} examples" if n else "no bars"
+    se = f"bars ±1 standard error over {n:,} examples" if n else "no error bars (n unknown)"
     if seeds[0] > 1:
         return f"mean ± std over {seeds[0]} seeds" if len(seeds) == 1 else "mean ± std over the seeds"
-    return f"one seed; bars {se}" if len(seeds) == 1 else f"bars: ± std over seeds, with one seed {se}"
+    return f"one seed; {se}" if len(seeds) == 1 else f"bars: ± std over seeds; with one seed, {se}"
 
 
 def _ylim(ax, lows: list[float], highs: list[float], chance: float) -> None:
@@ -798,7 +798,8 @@ img {{ max-width: 100%; height: auto; border: 1px solid #eee; }}
 
 
 def _n_labels(settings: dict) -> int:
-    """The task's label count (for chance in the plots); 0 when it has none or cannot be read."""
+    """The task's label count (for chance in the plots; a preference task's two replies: 2); 0 when it
+    has none or cannot be read."""
     if settings.get("n_labels") is not None:
         return int(settings["n_labels"])
     try:
@@ -807,6 +808,8 @@ def _n_labels(settings: dict) -> int:
         task = load_task(str(settings.get("task")))
     except Exception:        # a task file moved since the comparison ran: plots without a chance line
         return 0
+    if task.schema == "preference":          # pairwise accuracy: one of two replies, chance 0.5
+        return 2
     return len(task.labels) if task.is_classification else 0
 
 
