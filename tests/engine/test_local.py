@@ -170,3 +170,30 @@ def test_multiple_choice_runs_each_question_once(tiny_decoder, head):
     assert grouped.cost.prompt_tokens <= prompt + option
     own = prompt - len(questions) * (len(grouped.encode(head)) if head else 0)     # the questions' own tokens
     assert flat.cost.prompt_tokens >= 4 * own       # the old path: every question once per option
+
+
+def test_shared_prefix_cache_follows_disable_adapters(tiny_decoder):
+    """A prefix cached with the adapter on is not reused with it off: the base's scores and text."""
+    from adaptlab.tuning import apply_method
+
+    tuned = apply_method(tiny_decoder, "lora", {"dropout": 0.0}, None)
+    g = torch.Generator().manual_seed(0)
+    for p in tuned.parameters():
+        if p.requires_grad:
+            p.data.copy_(torch.randn(p.shape, generator=g) * 0.5)        # B != 0: adapter on differs from off
+    prefix = "the movie was a great film with a fine cast and a good story, all in all "
+    ctxs, opts = [prefix + "it was", prefix + "the cast was"], [["good", "bad"]] * 2
+    lm = LocalLM(tiny_decoder, model=tuned)
+    def lp(rows):
+        return torch.tensor([[o.logprob for o in r] for r in rows])
+
+    on = lp(lm.score(ctxs, opts))
+    with tuned.disable_adapters():
+        off = lp(lm.score(ctxs, opts))
+        off_text = lm.generate(ctxs, max_new_tokens=4)
+    base = LocalLM(tiny_decoder)
+    want = lp(base.score(ctxs, opts))
+    assert lm._prefix is not None and len(lm._prefix[0]) >= 8          # the prefix was cached
+    assert torch.allclose(off, want, atol=1e-5)
+    assert not torch.allclose(on, want, atol=1e-3)
+    assert off_text == base.generate(ctxs, max_new_tokens=4)

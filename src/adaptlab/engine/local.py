@@ -103,7 +103,8 @@ class LocalLM:
 
     def _prefix_kv(self, ids: list[int]) -> list:
         key = tuple(ids)
-        if self._prefix is not None and self._prefix[0] == key:
+        on = getattr(self.model, "adapters_on", True)    # the same ids give other key/values with adapters off
+        if self._prefix is not None and self._prefix[0] == key and self._prefix[2] == on:
             return self._prefix[1]
         with torch.no_grad():
             out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True,
@@ -111,7 +112,7 @@ class LocalLM:
         self.cost.forwards += 1
         self.cost.prompt_tokens += len(ids)
         kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-        self._prefix = (key, kv)
+        self._prefix = (key, kv, on)
         return kv
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

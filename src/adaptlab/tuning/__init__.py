@@ -201,6 +201,11 @@ class TunedModel(nn.Module):
         p = self.prompt
         return int(p.n_virtual) if p is not None and self._prompt_enabled else 0
 
+    @property
+    def adapters_on(self) -> bool:
+        """False inside ``disable_adapters()`` (what an engine's cached key/values depend on)."""
+        return self._prompt_enabled
+
     def get_input_embeddings(self):
         return self.model.get_input_embeddings()
 
