@@ -36,10 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "rlhf.jsonl"
 
-
-def log_curve(out: Path, keys: list[str]) -> list[dict]:
-    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if x.strip()]
-    return [{"step": r["step"], **{k: r[k] for k in keys if k in r}} for r in rows if r.get("event") == "train"]
+from adaptlab.feedback import curve  # noqa: E402  (the training log's per-step rows)
 
 
 def run_rm(a, backbone, outdir: Path) -> dict:
@@ -71,7 +68,7 @@ def run_rm(a, backbone, outdir: Path) -> dict:
     return {"test_pairs": len(test), "test_pairwise_accuracy": round(acc, 4), **dev,
             "test_mean_margin": round(margin, 4), "lr": a.lr,
             "train_steps": res["steps"], "train_seconds": res["train_seconds"],
-            "truncated_pairs": res.get("truncated_pairs"), "curve": log_curve(out, ["loss", "accuracy", "margin"])}
+            "truncated_pairs": res.get("truncated_pairs"), "curve": curve(out, ["loss", "accuracy", "margin"])}
 
 
 def run_dpo(a, backbone, outdir: Path) -> dict:
@@ -107,7 +104,7 @@ def run_dpo(a, backbone, outdir: Path) -> dict:
             "rm_mean_after": round(sum(sa) / len(sa), 4), "win_rate_after_over_before": round(wins / len(sb), 4),
             "identical_replies": sum(x == y for x, y in zip(before, after)),
             "train_steps": res["steps"], "train_seconds": res["train_seconds"], "judge": str(a.rm),
-            "curve": log_curve(out, ["loss", "reward_accuracy", "rewards_margin"]),
+            "curve": curve(out, ["loss", "reward_accuracy", "rewards_margin"]),
             "example": {"prompt_tail": prompts[0][-120:], "before": before[0][:200], "after": after[0][:200]}}
 
 
@@ -138,7 +135,7 @@ def run_grpo(a, backbone, outdir: Path) -> dict:
     return {"task": a.task, "group": a.group, "gen_tokens": a.gen_tokens, "test_examples": len(test),
             "accuracy_before": round(before, 4), "accuracy_after": round(after, 4),
             "train_steps": res["steps"], "train_seconds": res["train_seconds"],
-            "curve": log_curve(out, ["loss", "reward", "kl", "reward_std"])}
+            "curve": curve(out, ["loss", "reward", "kl", "reward_std"])}
 
 
 def run_grpo_rm(a, backbone, outdir: Path) -> dict:
@@ -162,9 +159,10 @@ def run_grpo_rm(a, backbone, outdir: Path) -> dict:
     pcfg = PreferenceConfig(objective="grpo", reward_model=a.rm)
     obj = GRPO(backbone, tuned, task, a.max_len, pcfg)
     lm = make_lm(backbone, model=tuned, batch_size=8)
-    after = mean_reward(lm, task, test, obj.judge, a.gen_tokens, obj.render)
+    prompts = [obj.render(ex) for ex in test]
+    after = mean_reward(lm, prompts, obj.judge, a.gen_tokens, task.stop)
     with tuned.disable_adapters():
-        before = mean_reward(lm, task, test, obj.judge, a.gen_tokens, obj.render)
+        before = mean_reward(lm, prompts, obj.judge, a.gen_tokens, task.stop)
     sa, sb = after["scores"], before["scores"]
     wins = sum(x > y for x, y in zip(sa, sb)) + 0.5 * sum(x == y for x, y in zip(sa, sb))
     return {"gen_prompts": len(test), "rm_mean_before": round(before["reward"], 4),
@@ -172,7 +170,7 @@ def run_grpo_rm(a, backbone, outdir: Path) -> dict:
             "identical_replies": sum(x == y for x, y in zip(before["replies"], after["replies"])),
             "train_steps": res["steps"], "train_seconds": res["train_seconds"], "judge": str(a.rm),
             "group": a.group, "gen_tokens": a.gen_tokens,
-            "curve": log_curve(out, ["loss", "reward", "kl", "reward_std", "reply_tokens"]),
+            "curve": curve(out, ["loss", "reward", "kl", "reward_std", "reply_tokens"]),
             "example": {"before": before["replies"][0][:200], "after": after["replies"][0][:200]}}
 
 

@@ -272,22 +272,16 @@ def _run_tune(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig
     if staged:
         prep = stages.prepare(staged, scfg, method, task, backbone, rundir.parent.parent / "stages", cfg.data, loaded)
     body = prep["backbone"]
-    # --max-steps is a cap: min(max_steps, epochs x steps per epoch) (a run's own max_steps= still overrides)
-    tv = {"seed": seed, "train_limit": cfg.train_limit, "epochs": cfg.epochs, "step_cap": cfg.max_steps,
-          "batch_size": cfg.batch_size, "eval_limit": cfg.eval_limit}
-    for k, v in tv.items():
+    for k, v in _budget(cfg, seed, eval_limit=cfg.eval_limit).items():
         sets.setdefault(k, v)
-    sets = {k: v for k, v in sets.items() if v is not None}
     resume = (rundir / "tune_config.json").exists()
     stats = tune(task.path or task.name, method, out=str(rundir), sets=sets, resume=resume, data=cfg.data,
                  backbone=body, progress=progress, init=prep["init"], vocab=prep["vocab"])
     res = _score_adapter(spec, seed, backbone, body, rundir, task, test, make_strategy("zero-shot"), None, progress)
-    rec = {"metrics": res.metrics, "cost": res.cost, "trainable_params": stats["trainable_params"],
-           "adapter_bytes": stats["adapter_bytes"], "train_seconds": round(stats["train_seconds"] + prep["seconds"], 2),
+    rec = {"metrics": res.metrics, "cost": res.cost, **_trained(stats, rundir),
+           "train_seconds": round(stats["train_seconds"] + prep["seconds"], 2),
            "config": {"method_config": stats["method_config"], "train_config": stats["train_config"]},
-           "adapter": str(rundir), "best_dev": stats.get("best_dev"),
-           "train_calls": stats.get("train_calls", 0), "train_forwards": stats.get("train_forwards", 0),
-           "train_steps": stats.get("steps", 0), "resumed_from_step": stats.get("resumed_from_step", 0),
+           "best_dev": stats.get("best_dev"),
            # training seconds in train_seconds that this invocation did not spend (see the module doc)
            "seconds_before": round(stats.get("resumed_seconds", 0.0)
                                    + sum(s.get("seconds", 0.0) for s in prep["stages"] if s.get("reused")), 2)}
@@ -310,12 +304,8 @@ def _run_generalist(spec: RunSpec, seed: int, backbone, task, test, cfg: Compare
     sets = dict(spec.sets)
     method, mixture = sets.pop("method", "lora"), sets.pop("mixture", DEFAULT_MIXTURE)
     hold, trained = held_out_of(load_mixture(mixture), task)
-    # compare's budget, as for a tuning run (--max-steps a cap; a run's own options still override)
-    tv = {"seed": seed, "train_limit": cfg.train_limit, "epochs": cfg.epochs, "step_cap": cfg.max_steps,
-          "batch_size": cfg.batch_size}
-    for k, v in tv.items():
-        if v is not None:
-            sets.setdefault(k, v)
+    for k, v in _budget(cfg, seed).items():             # as for a tuning run; a run's own options override
+        sets.setdefault(k, v)
     trainer = instruct if spec.name == "instruct" else metaicl
     stats = trainer(out=str(rundir), mixture=mixture, hold_out=hold, method=method, sets=sets, backbone=backbone,
                     resume=(rundir / f"{spec.name}_config.json").exists(), progress=progress)
@@ -326,13 +316,33 @@ def _run_generalist(spec: RunSpec, seed: int, backbone, task, test, cfg: Compare
         strategy = make_strategy("few-shot", {"k": config["metaicl_config"]["k"], "seed": seed})
         pool = pool_loader()
     res = _score_adapter(spec, seed, backbone, backbone, rundir, task, test, strategy, pool, progress)
-    return {"metrics": res.metrics, "cost": res.cost, "trainable_params": stats["trainable_params"],
-            "adapter_bytes": stats["adapter_bytes"], "train_seconds": stats["train_seconds"], "config": config,
+    return {"metrics": res.metrics, "cost": res.cost, **_trained(stats, rundir), "config": config,
             "eval_config": {"strategy": GENERALISTS[spec.name], **config_dict(strategy)},
-            "held_out": hold, "train_clusters": trained,
-            "adapter": str(rundir), "train_calls": stats.get("train_calls", 0),
-            "train_forwards": stats.get("train_forwards", 0), "train_steps": stats.get("steps", 0),
-            "resumed_from_step": stats.get("resumed_from_step", 0),
+            "held_out": hold, "train_clusters": trained}
+
+
+def _run_feedback(spec: RunSpec, seed: int, backbone, task, test, cfg: CompareConfig, rundir: Path,
+                  progress: bool = True) -> dict:
+    """A reward model, DPO or GRPO trained on the task with compare's budget (``feedback.py``)."""
+    stats, scored = feedback.run(spec, backbone, task, test, _budget(cfg, seed, eval_limit=cfg.eval_limit),
+                                 cfg.data, rundir, progress)
+    return {**scored, **_trained(stats, rundir)}
+
+
+def _budget(cfg: CompareConfig, seed: int, **extra) -> dict:
+    """The training values every trained run gets from compare (a run's own options override them);
+    ``--max-steps`` is a cap: min(max_steps, epochs x steps per epoch)."""
+    tv = {"seed": seed, "train_limit": cfg.train_limit, "epochs": cfg.epochs, "step_cap": cfg.max_steps,
+          "batch_size": cfg.batch_size, **extra}
+    return {k: v for k, v in tv.items() if v is not None}
+
+
+def _trained(stats: dict, rundir: Path) -> dict:
+    """The record fields of a trained adapter, from its tuner's stats (tuning, generalist, feedback)."""
+    return {"trainable_params": stats["trainable_params"], "adapter_bytes": stats["adapter_bytes"],
+            "train_seconds": stats["train_seconds"], "adapter": str(rundir),
+            "train_calls": stats.get("train_calls", 0), "train_forwards": stats.get("train_forwards", 0),
+            "train_steps": stats.get("steps", 0), "resumed_from_step": stats.get("resumed_from_step", 0),
             "seconds_before": round(stats.get("resumed_seconds", 0.0), 2)}
 
 
@@ -417,8 +427,8 @@ def _compare(cfg: CompareConfig, out: str, *, progress: bool = True) -> list[dic
             if spec.kind == "prompt":
                 rec.update(_run_prompt(spec, seed, backbone, task, test, pool_loader, progress))
             elif spec.kind == "feedback":
-                rec.update(feedback.run(spec, seed, backbone, task, test, cfg,
-                                        outp / "runs" / f"{_safe(spec.label)}-seed{seed}", progress))
+                rec.update(_run_feedback(spec, seed, backbone, task, test, cfg,
+                                         outp / "runs" / f"{_safe(spec.label)}-seed{seed}", progress))
             elif spec.kind == "generalist":
                 rec.update(_run_generalist(spec, seed, backbone, task, test, cfg,
                                            outp / "runs" / f"{_safe(spec.label)}-seed{seed}", pool_loader, progress))

@@ -65,41 +65,34 @@ def check_task(name: str, task, reward_model: str | None) -> None:
         raise ConfigError(f"{name} trains on preference pairs; task {task.name} is {task.schema}")
 
 
-def curve(rundir: Path) -> list[dict]:
-    """The training log's per-step rows: step and the feedback metrics it logged."""
+def curve(rundir: Path, keys=CURVE_KEYS) -> list[dict]:
+    """The training log's per-step rows: step and the ``keys`` it logged."""
     path = rundir / "log.jsonl"
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
-    return [{"step": r["step"], **{k: r[k] for k in CURVE_KEYS if k in r}} for r in rows if r.get("event") == "train"]
+    return [{"step": r["step"], **{k: r[k] for k in keys if k in r}} for r in rows if r.get("event") == "train"]
 
 
-def run(spec, seed: int, backbone, task, test: list[dict], cfg, rundir: Path, progress: bool = True) -> dict:
-    """Train the run's objective on ``task`` (compare's budget), then score it on ``test``."""
+def run(spec, backbone, task, test: list[dict], budget: dict, data, rundir: Path,
+        progress: bool = True) -> tuple[dict, dict]:
+    """Train the run's objective on ``task`` with compare's ``budget`` (the loop's values a run's own
+    options override), then score it on ``test``: (the tuner's stats, the scored part of the record)."""
     from adaptlab.train import tune
     from adaptlab.tuning.io import load_adapter
 
     method, sets = _sets(spec.name, spec.sets)
-    tv = {"seed": seed, "train_limit": cfg.train_limit, "epochs": cfg.epochs, "step_cap": cfg.max_steps,
-          "batch_size": cfg.batch_size, "eval_limit": cfg.eval_limit, "log_every": 1}
-    for k, v in tv.items():
-        if v is not None:
-            sets.setdefault(k, v)
+    for k, v in {**budget, "log_every": 1}.items():
+        sets.setdefault(k, v)
     stats = tune(task.path or task.name, method, out=str(rundir), sets=sets, resume=(rundir / "tune_config.json").exists(),
-                 data=cfg.data, backbone=backbone, progress=progress)
+                 data=data, backbone=backbone, progress=progress)
     _, tuned = load_adapter(rundir, backbone=backbone)
     fcfg = json.loads((rundir / "tune_config.json").read_text())["feedback_config"]
     t0 = time.perf_counter()
     scored = (_score_pairs(task, backbone, tuned, rundir, test) if spec.name != "grpo"
-              else _score_policy(task, backbone, tuned, test, fcfg, progress))
+              else _score_policy(task, backbone, tuned, test, fcfg))
     scored["cost"]["wall_seconds"] = round(time.perf_counter() - t0, 3)
-    return {**scored, "objective": FEEDBACK[spec.name], "curve": curve(rundir),
-            "trainable_params": stats["trainable_params"], "adapter_bytes": stats["adapter_bytes"],
-            "train_seconds": stats["train_seconds"],
-            "config": {"method_config": stats["method_config"], "train_config": stats["train_config"],
-                       "feedback_config": fcfg},
-            "adapter": str(rundir), "train_calls": stats.get("train_calls", 0),
-            "train_forwards": stats.get("train_forwards", 0), "train_steps": stats.get("steps", 0),
-            "resumed_from_step": stats.get("resumed_from_step", 0),
-            "seconds_before": round(stats.get("resumed_seconds", 0.0), 2)}
+    return stats, {**scored, "objective": FEEDBACK[spec.name], "curve": curve(rundir),
+                   "config": {"method_config": stats["method_config"], "train_config": stats["train_config"],
+                              "feedback_config": fcfg}}
 
 
 def _score_pairs(task, backbone, tuned, rundir: Path, test: list[dict]) -> dict:
@@ -107,10 +100,10 @@ def _score_pairs(task, backbone, tuned, rundir: Path, test: list[dict]) -> dict:
     from adaptlab.train.reward import pair_scorer
 
     obj, what = pair_scorer(task, backbone, tuned, rundir)
-    m = obj.evaluate(tuned, test)
+    feats = obj.featurize(test)
+    m = obj.evaluate(tuned, test, feats=feats)
     if "reward_accuracy" in m:                                   # DPO: its implicit reward's accuracy
         m["accuracy"] = m["reward_accuracy"]
-    feats = obj.featurize(test)
     tokens = sum(2 * len(f["prompt"]) + len(f["chosen"]) + len(f["rejected"]) for f in feats)
     return {"metrics": {**{k: round(v, 6) for k, v in m.items()}, "n": len(test)}, "metric": "accuracy",
             "scored_as": what,
@@ -118,8 +111,8 @@ def _score_pairs(task, backbone, tuned, rundir: Path, test: list[dict]) -> dict:
             "cost": {"calls": 2 * len(test), "prompt_tokens": tokens, "generated_tokens": 0}}
 
 
-def _score_policy(task, backbone, tuned, test: list[dict], fcfg: dict, progress: bool) -> dict:
-    """grpo: after and before (the adapter off, same examples and greedy decoding)."""
+def _score_policy(task, backbone, tuned, test: list[dict], fcfg: dict) -> dict:
+    """grpo: after, and before with the adapter off (the same engine, examples and greedy decoding)."""
     from adaptlab.engine import make_lm
 
     lm = make_lm(backbone, model=tuned, truncate=task.truncate)
@@ -128,10 +121,10 @@ def _score_policy(task, backbone, tuned, test: list[dict], fcfg: dict, progress:
         from adaptlab.train.grpo import load_judge, mean_reward
 
         judge = load_judge(fcfg["reward_model"], backbone)
-        render = lambda ex: text_path.prompt(task, backbone.tokenizer, ex)       # noqa: E731
-        after = mean_reward(lm, task, test, judge, fcfg["max_new_tokens"], render)
+        prompts = [text_path.prompt(task, backbone.tokenizer, ex) for ex in test]     # GRPO's prompts
+        after = mean_reward(lm, prompts, judge, fcfg["max_new_tokens"], task.stop)
         with tuned.disable_adapters():
-            before = mean_reward(lm, task, test, judge, fcfg["max_new_tokens"], render)
+            before = mean_reward(lm, prompts, judge, fcfg["max_new_tokens"], task.stop)
         wins = sum((a > b) + 0.5 * (a == b) for a, b in zip(after["scores"], before["scores"]))
         return {"metrics": {"reward": round(after["reward"], 6), "win_rate": round(wins / max(1, len(test)), 6),
                             "n": len(test)},
@@ -140,7 +133,7 @@ def _score_policy(task, backbone, tuned, test: list[dict], fcfg: dict, progress:
     from adaptlab.prompting import make_strategy
 
     after = evaluate(lm, task, make_strategy("zero-shot"), test, model_name=backbone.name, split="test")
-    base = evaluate(make_lm(backbone, truncate=task.truncate), task, make_strategy("zero-shot"), test,
-                    model_name=backbone.name, split="test")
+    with tuned.disable_adapters():
+        base = evaluate(lm, task, make_strategy("zero-shot"), test, model_name=backbone.name, split="test")
     return {"metrics": after.metrics, "metric": task.metric, "before": {task.metric: base.metrics[task.metric]},
             "cost": after.cost}

@@ -184,7 +184,7 @@ def test_grpo_rewards_are_the_judges_scores(tiny_folder):
             assert kw["temperature"] == 0.0 and kw["n"] == 1
             return [["xyz"] for _ in prompts]
 
-    got = mean_reward(LM(), task, PAIRS, judge, 8, obj.render)
+    got = mean_reward(LM(), [obj.render(p) for p in PAIRS], judge, 8, task.stop)
     assert got["reward"] == 3.0 and got["replies"] == ["xyz"] * 3
 
 

@@ -65,22 +65,3 @@ class DPO(PairObjective):
         return loss, {"reward_accuracy": (rw_c > rw_r).float().mean(), "rewards_chosen": rw_c.mean(),
                       "rewards_rejected": rw_r.mean(), "rewards_margin": (rw_c - rw_r).mean(),
                       "logps_chosen": pc.detach().mean(), "logps_rejected": pr.detach().mean()}
-
-    @torch.no_grad()
-    def evaluate(self, model, examples: list[dict], batch_size: int = 8) -> dict[str, float]:
-        """Held-out pairs: the mean of every per-step metric over all pairs (implicit reward accuracy ...)."""
-        feats = self.featurize(examples)
-        was = model.training
-        model.eval()
-        dev = next(p.device for p in model.parameters())
-        sums: dict[str, float] = {}
-        try:
-            for s in range(0, len(feats), batch_size):
-                part = feats[s: s + batch_size]
-                batch = {k: v.to(dev) for k, v in self.collate(part).items()}
-                loss, m = self.loss(model, batch)
-                for k, v in {"loss": loss, **m}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * len(part)
-        finally:
-            model.train(was)
-        return {k: v / len(feats) for k, v in sums.items()}

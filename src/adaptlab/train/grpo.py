@@ -42,7 +42,9 @@ class GRPO(Objective):
 
         self.backbone, self.task, self.max_len, self.cfg = backbone, task, max_len, cfg
         self._tuned = [tuned]                    # not a submodule: the loop owns the model
-        self._judge = [judge if judge is not None or not cfg.reward_model else load_judge(cfg.reward_model, backbone)]
+        if judge is None and cfg.reward_model:
+            judge = load_judge(cfg.reward_model, backbone)
+        self._judge = [judge]                    # a list: the judge's model is no submodule of the objective
         self.strategy = make_strategy("zero-shot")
         self.examples: list[dict] = []
         self.draws = 0
@@ -152,12 +154,10 @@ def load_judge(folder: str, backbone):
 
 
 @torch.no_grad()
-def mean_reward(lm, task, examples: list[dict], judge, max_new_tokens: int, render) -> dict:
+def mean_reward(lm, prompts: list[str], judge, max_new_tokens: int, stop) -> dict:
     """The held-out figure against a reward model: the judge's mean score of ``lm``'s greedy
-    replies to the examples' prompts (and the replies, for the record)."""
-    prompts = [render(ex) for ex in examples]
-    replies = [g[0] for g in lm.generate(prompts, n=1, max_new_tokens=max_new_tokens, temperature=0.0,
-                                         stop=task.stop)]
+    replies to ``prompts`` (and the replies, for the record)."""
+    replies = [g[0] for g in lm.generate(prompts, n=1, max_new_tokens=max_new_tokens, temperature=0.0, stop=stop)]
     scores = judge.score(list(zip(prompts, replies)))
     return {"reward": sum(scores) / max(1, len(scores)), "scores": scores, "replies": replies}
 

@@ -200,3 +200,26 @@ class PairObjective(Objective):
 
     def collate(self, feats: list[dict]) -> dict[str, torch.Tensor]:
         return collate_pairs(feats, pad_id(self.tok))
+
+    def device(self, model) -> torch.device:
+        return next(p.device for p in model.parameters())
+
+    @torch.no_grad()
+    def evaluate(self, model, examples: list[dict], batch_size: int = 8,
+                 feats: list[dict] | None = None) -> dict[str, float]:
+        """Held-out pairs: the mean of every per-step metric over all pairs (``feats``: the
+        examples already featurized)."""
+        feats = self.featurize(examples) if feats is None else feats
+        was = model.training
+        model.eval()
+        dev = self.device(model)
+        sums: dict[str, float] = {}
+        try:
+            for s in range(0, len(feats), batch_size):
+                part = feats[s: s + batch_size]
+                loss, m = self.loss(model, {k: v.to(dev) for k, v in self.collate(part).items()})
+                for k, v in {"loss": loss, **m}.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * len(part)
+        finally:
+            model.train(was)
+        return {k: v / len(feats) for k, v in sums.items()}

@@ -48,23 +48,8 @@ class RewardBT(PairObjective):
         loss = -nn.functional.logsigmoid(rc - rr).mean()
         return loss, {k: v.detach() for k, v in pairwise_metrics(rc, rr).items()}
 
-    @torch.no_grad()
-    def evaluate(self, model, examples: list[dict], batch_size: int = 8) -> dict[str, float]:
-        """Held-out pairs: pairwise accuracy, mean margin, mean loss."""
-        feats = self.featurize(examples)
-        was = model.training
-        model.eval()
-        dev = self.head.weight.device
-        sums: dict[str, float] = {}
-        try:
-            for s in range(0, len(feats), batch_size):
-                part = feats[s: s + batch_size]
-                loss, m = self.loss(model, {k: v.to(dev) for k, v in self.collate(part).items()})
-                for k, v in {"loss": loss, **m}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * len(part)
-        finally:
-            model.train(was)
-        return {k: v / len(feats) for k, v in sums.items()}
+    def device(self, model) -> torch.device:
+        return self.head.weight.device
 
     def save_head(self, folder) -> None:
         from safetensors.torch import save_file

@@ -187,8 +187,8 @@ def _train_feedback(backbone, tuned, task, train_examples, cfg, out, dev_example
 
             with status(f"dev eval grpo {tuned.method}") if progress else contextlib.nullcontext():
                 lm = make_lm(backbone, model=tuned, batch_size=max(16, cfg.batch_size), truncate=task.truncate)
-                return mean_reward(lm, task, dev_examples, objective.judge, pref.max_new_tokens,
-                                   objective.render)["reward"]
+                return mean_reward(lm, [objective.render(ex) for ex in dev_examples], objective.judge,
+                                   pref.max_new_tokens, task.stop)["reward"]
 
         evaluate, metric = (judged if dev_examples else None), "reward"
     elif pref.objective == "grpo":
