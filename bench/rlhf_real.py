@@ -105,7 +105,7 @@ def run_dpo(a, backbone, outdir: Path) -> dict:
             "identical_replies": sum(x == y for x, y in zip(before, after)),
             "train_steps": res["steps"], "train_seconds": res["train_seconds"], "judge": str(a.rm),
             "curve": curve(out, ["loss", "reward_accuracy", "rewards_margin"]),
-            "example": {"prompt_tail": prompts[0][-120:], "before": before[0][:200], "after": after[0][:200]}}
+            "example": {"prompt": "hh_rlhf_harmless test[0]", "before": before[0][:200], "after": after[0][:200]}}
 
 
 def run_grpo(a, backbone, outdir: Path) -> dict:
